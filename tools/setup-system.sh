@@ -1,0 +1,39 @@
+#!/bin/sh
+# Installs the system packages minibuild needs, through apt-get, when they are missing.
+#   graphviz        `dot`, to render build graphs
+#   busybox-static  a static busybox, for the offline base image
+#   curl            the article's first experiment (curl --unix-socket)
+#   python3-venv    `python3 -m venv` on Debian/Ubuntu
+# Elsewhere it stops with one sentence naming what to install.
+set -eu
+
+packages="graphviz busybox-static curl"
+python3 -c 'import ensurepip' 2>/dev/null || packages="$packages python3-venv"
+
+if command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    missing=""
+    for p in $packages; do
+        status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+        [ "$status" = "install ok installed" ] || missing="$missing $p"
+    done
+    [ -z "$missing" ] && exit 0
+    if [ "$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+        echo "minibuild needs these packages; install them as root: apt-get install$missing" >&2
+        exit 1
+    fi
+    echo "Installing system packages:$missing"
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    # shellcheck disable=SC2086
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    exit 0
+fi
+
+missing=""
+command -v dot >/dev/null 2>&1 || missing="$missing graphviz"
+command -v curl >/dev/null 2>&1 || missing="$missing curl"
+command -v busybox >/dev/null 2>&1 || missing="$missing busybox(static)"
+python3 -c 'import ensurepip' 2>/dev/null || missing="$missing python3-venv"
+if [ -n "$missing" ]; then
+    echo "minibuild needs these packages, which this system has no apt-get to install: $missing" >&2
+    exit 1
+fi
