@@ -3,11 +3,12 @@
 #   graphviz        `dot`, to render build graphs
 #   busybox-static  a static busybox, for the offline base image
 #   curl            the article's first experiment (curl --unix-socket)
+#   docker-registry the CNCF distribution registry, started by the tests on 127.0.0.1 for pull/push
 #   python3-venv    `python3 -m venv` on Debian/Ubuntu
 # Elsewhere it stops with one sentence naming what to install.
 set -eu
 
-packages="graphviz busybox-static curl"
+packages="graphviz busybox-static curl docker-registry"
 python3 -c 'import ensurepip' 2>/dev/null || packages="$packages python3-venv"
 
 if command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
@@ -31,6 +32,7 @@ fi
 missing=""
 command -v dot >/dev/null 2>&1 || missing="$missing graphviz"
 command -v curl >/dev/null 2>&1 || missing="$missing curl"
+command -v docker-registry >/dev/null 2>&1 || command -v registry >/dev/null 2>&1 || missing="$missing docker-registry"
 command -v busybox >/dev/null 2>&1 || missing="$missing busybox(static)"
 python3 -c 'import ensurepip' 2>/dev/null || missing="$missing python3-venv"
 if [ -n "$missing" ]; then
