@@ -1,0 +1,398 @@
+"""A real registry for the distribution tests: Debian's `docker-registry` (distribution 2.8) on 127.0.0.1.
+
+Import the fixtures explicitly in a test module (`from registry_fixture import registry, basic_registry`).
+Three flavours, each a fresh registry on a free port with its own temp config and storage, always stopped
+and deleted at teardown:
+
+- `registry`: anonymous, read-write;
+- `basic_registry`: htpasswd Basic auth (the registry only accepts bcrypt entries: hashed by
+  tests/bcrypt_pure.py, since neither the standard library nor our dependencies hash bcrypt portably);
+- `token_registry`: Bearer token auth against `TokenServer` below, a small token issuer that signs JWTs
+  (RS256) with a leaf key whose certificate chains to a CA the registry trusts (`auth.token.rootcertbundle`).
+  Keys and certificates are made with the `openssl` command (Debian package openssl, which ca-certificates
+  depends on, so nearly every system has it; the tests skip with a message where it is missing).
+"""
+
+import base64
+import json
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import bcrypt_pure
+import pytest
+
+REGISTRY_BINARY = shutil.which("docker-registry") or shutil.which("registry")
+USERNAME = "testuser"
+PASSWORD = "s3cret-passw0rd"
+TOKEN_SERVICE = "minibuild-test-registry"
+TOKEN_ISSUER = "minibuild-test-token-issuer"
+_STARTUP_LIMIT = 30.0  # seconds to wait for the registry to answer before giving up (not a test assertion)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+# --- the token issuer -------------------------------------------------------------------------------------
+
+
+@dataclass
+class TokenKeys:
+    """A CA (trusted by the registry) and a signing key + certificate issued by it."""
+
+    ca_pem: Path
+    key_pem: Path
+    cert_der: bytes
+
+    @classmethod
+    def create(cls, directory: Path) -> "TokenKeys":
+        def openssl(*args: str) -> None:
+            subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+        (directory / "leaf.ext").write_text(
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        )
+        openssl("genrsa", "-out", "ca.key", "2048")
+        openssl(
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "ca.key",
+            "-subj",
+            "/CN=minibuild test token CA",
+            "-days",
+            "2",
+            "-sha256",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            "ca.pem",
+        )
+        openssl("genrsa", "-out", "leaf.key", "2048")
+        openssl(
+            "req", "-new", "-key", "leaf.key", "-subj", "/CN=minibuild test token signer", "-out", "leaf.csr"
+        )
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            "2",
+            "-days",
+            "2",
+            "-sha256",
+            "-extfile",
+            "leaf.ext",
+            "-outform",
+            "DER",
+            "-out",
+            "leaf.der",
+        )
+        return cls(directory / "ca.pem", directory / "leaf.key", (directory / "leaf.der").read_bytes())
+
+    def sign_jwt(self, claims: dict) -> str:
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(self.cert_der).decode()]}
+        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        signature = subprocess.run(
+            ["openssl", "dgst", "-sha256", "-sign", str(self.key_pem)],
+            input=signing_input.encode(),
+            check=True,
+            capture_output=True,
+        ).stdout
+        return f"{signing_input}.{_b64url(signature)}"
+
+
+@dataclass
+class TokenServer:
+    """Docker's token protocol: GET /token?service=&scope=... (Basic auth optional), POST for OAuth2.
+
+    Authenticated users get every action they ask for; anonymous clients get only `anonymous_actions`.
+    Wrong credentials get 401 with Docker Hub's `{"details": ...}` body. Every request is logged.
+    """
+
+    keys: TokenKeys
+    users: dict[str, str]
+    anonymous_actions: frozenset[str] = frozenset()
+    requests: list[dict] = field(default_factory=list)
+    realm: str = ""
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        issuer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:  # keep pytest output clean
+                pass
+
+            def do_GET(self) -> None:
+                params = parse_qs(urlsplit(self.path).query)
+                issuer.handle(self, "GET", params, self.headers.get("Authorization"))
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                issuer.handle(self, "POST", parse_qs(body), self.headers.get("Authorization"))
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.realm = f"http://127.0.0.1:{self._server.server_port}/token"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join()
+            self._server = None
+
+    def _authenticate(self, method: str, params: dict, authorization: str | None) -> tuple[bool, str]:
+        """(credentials acceptable, account name or "" for anonymous)."""
+        if (
+            method == "POST"
+        ):  # OAuth2: grant_type=password or refresh_token (the refresh token is "<user>:<pw>")
+            grant = params.get("grant_type", [""])[0]
+            secret = params.get("refresh_token" if grant == "refresh_token" else "password", [""])[0]
+            user = params.get("username", [""])[0]
+            if grant == "refresh_token":
+                user, _, secret = secret.partition(":")
+            return self.users.get(user) == secret and bool(user), user
+        if authorization is None:
+            return True, ""
+        scheme, _, encoded = authorization.partition(" ")
+        if scheme.lower() != "basic":
+            return False, ""
+        user, _, password = base64.b64decode(encoded).decode().partition(":")
+        return self.users.get(user) == password, user
+
+    def handle(self, handler: BaseHTTPRequestHandler, method: str, params: dict, authorization: str | None):
+        ok, account = self._authenticate(method, params, authorization)
+        scopes = [s for value in params.get("scope", []) for s in value.split(" ") if s]
+        self.requests.append(
+            {
+                "method": method,
+                "account": account,
+                "ok": ok,
+                "scopes": scopes,
+                "service": params.get("service", [""])[0],
+            }
+        )
+        if not ok:
+            return self._reply(handler, 401, {"details": "incorrect username or password"})
+        access = []
+        for scope in scopes:
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            wanted = set(actions.split(","))
+            granted = wanted if account else wanted & self.anonymous_actions
+            access.append({"type": kind, "name": name, "actions": sorted(granted)})
+        now = int(time.time())
+        claims = {
+            "iss": TOKEN_ISSUER,
+            "sub": account,
+            "aud": TOKEN_SERVICE,
+            "exp": now + 300,
+            "nbf": now - 10,
+            "iat": now,
+            "jti": secrets.token_hex(8),
+            "access": access,
+        }
+        token = self.keys.sign_jwt(claims)
+        body = {
+            "token": token,
+            "access_token": token,
+            "expires_in": 300,
+            "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+        }
+        if method == "POST" and account:
+            body["refresh_token"] = f"{account}:{self.users[account]}"
+        self._reply(handler, 200, body)
+
+    @staticmethod
+    def _reply(handler: BaseHTTPRequestHandler, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+
+# --- the registry process ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RunningRegistry:
+    """A started registry: where it listens, where it stores blobs, and its auth flavour."""
+
+    host: str  # "127.0.0.1:PORT", the reference domain to push/pull with
+    storage: Path
+    auth: str  # "none" | "basic" | "token"
+    token_server: TokenServer | None = None
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def blob_path(self, digest: str) -> Path:
+        """The file where the filesystem driver keeps a blob (for tampering tests)."""
+        algorithm, hex_ = digest.split(":")
+        return self.storage / "docker/registry/v2/blobs" / algorithm / hex_[:2] / hex_ / "data"
+
+
+def _config(storage: Path, port: int, auth: dict | None) -> str:
+    config = {
+        "version": 0.1,
+        "log": {"level": "info", "accesslog": {"disabled": True}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(storage)},
+            "maintenance": {"uploadpurging": {"enabled": False}},
+        },
+        "http": {"addr": f"127.0.0.1:{port}", "secret": secrets.token_hex(16)},
+    }
+    if auth:
+        config["auth"] = auth
+    return json.dumps(config, indent=2)  # YAML is a superset of JSON
+
+
+def _wait_ready(proc: subprocess.Popen, port: int, log: Path) -> bool:
+    """True once /v2/ answers (200 or 401); False if the process died (e.g. port taken)."""
+    deadline = time.monotonic() + _STARTUP_LIMIT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2).close()
+            return True
+        except urllib.error.HTTPError:
+            return True
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"registry did not answer within {_STARTUP_LIMIT}s:\n{log.read_text()[-2000:]}")
+
+
+@contextmanager
+def run_registry(
+    auth: str = "none", *, keys: TokenKeys | None = None, anonymous_actions: frozenset[str] = frozenset()
+) -> Iterator[RunningRegistry]:
+    """Start a registry (auth "none", "basic" or "token"), yield it, always stop it and delete its files."""
+    if REGISTRY_BINARY is None:
+        pytest.skip(
+            "docker-registry is not installed (Debian package docker-registry; `make setup` installs it)"
+        )
+    with tempfile.TemporaryDirectory(prefix="minibuild-registry-") as tmp:
+        workdir = Path(tmp)
+        storage = workdir / "storage"
+        storage.mkdir()
+        token_server = None
+        auth_config = None
+        if auth == "basic":
+            (workdir / "htpasswd").write_text(f"{USERNAME}:{_bcrypt_entry(PASSWORD)}\n")
+            auth_config = {"htpasswd": {"realm": "basic-realm", "path": str(workdir / "htpasswd")}}
+        elif auth == "token":
+            assert keys is not None, "token auth needs TokenKeys"
+            token_server = TokenServer(keys, {USERNAME: PASSWORD}, anonymous_actions)
+            token_server.start()
+            auth_config = {
+                "token": {
+                    "realm": token_server.realm,
+                    "service": TOKEN_SERVICE,
+                    "issuer": TOKEN_ISSUER,
+                    "rootcertbundle": str(keys.ca_pem),
+                }
+            }
+        proc = None
+        try:
+            for _attempt in range(5):  # another process may grab the free port before the registry binds it
+                port = _free_port()
+                (workdir / "config.yml").write_text(_config(storage, port, auth_config))
+                log = workdir / "registry.log"
+                with open(log, "wb") as log_file:
+                    proc = subprocess.Popen(
+                        [REGISTRY_BINARY, "serve", str(workdir / "config.yml")],
+                        stdout=log_file,
+                        stderr=subprocess.STDOUT,
+                    )
+                if _wait_ready(proc, port, log):
+                    break
+                proc.wait()
+            else:
+                raise RuntimeError(f"registry failed to start:\n{log.read_text()[-2000:]}")
+            creds = (USERNAME, PASSWORD) if auth != "none" else (None, None)
+            yield RunningRegistry(f"127.0.0.1:{port}", storage, auth, token_server, *creds)
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            if token_server is not None:
+                token_server.stop()
+
+
+_BCRYPT_CACHE: dict[str, str] = {}
+
+
+def _bcrypt_entry(password: str) -> str:
+    if password not in _BCRYPT_CACHE:  # pure-Python bcrypt takes a moment; hash each password once
+        _BCRYPT_CACHE[password] = bcrypt_pure.hashpw(password, cost=4)
+    return _BCRYPT_CACHE[password]
+
+
+# --- pytest fixtures --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def token_keys() -> Iterator[TokenKeys]:
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make the token issuer's certificates (Debian: openssl)")
+    with tempfile.TemporaryDirectory(prefix="minibuild-token-keys-") as tmp:
+        yield TokenKeys.create(Path(tmp))
+
+
+@pytest.fixture
+def registry() -> Iterator[RunningRegistry]:
+    with run_registry("none") as running:
+        yield running
+
+
+@pytest.fixture
+def basic_registry() -> Iterator[RunningRegistry]:
+    with run_registry("basic") as running:
+        yield running
+
+
+@pytest.fixture
+def token_registry(token_keys: TokenKeys) -> Iterator[RunningRegistry]:
+    with run_registry("token", keys=token_keys) as running:
+        yield running
