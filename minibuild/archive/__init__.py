@@ -1,0 +1,31 @@
+"""Archives: compression sniffing and safe tar extraction (moby pkg/archive, pkg/symlink).
+
+Layer diffs (minibuild.archive.changes) live beside them.
+"""
+
+from minibuild.archive.archive import (
+    WHITEOUT_META_PREFIX,
+    WHITEOUT_OPAQUE_DIR,
+    WHITEOUT_PREFIX,
+    apply_layer,
+    follow_symlink_in_scope,
+    overlay_opaque_xattr,
+    running_in_user_ns,
+    untar,
+)
+from minibuild.archive.compression import decompress_stream, detect_compression
+from minibuild.archive.errors import ArchiveError
+
+__all__ = [
+    "WHITEOUT_META_PREFIX",
+    "WHITEOUT_OPAQUE_DIR",
+    "WHITEOUT_PREFIX",
+    "ArchiveError",
+    "apply_layer",
+    "decompress_stream",
+    "detect_compression",
+    "follow_symlink_in_scope",
+    "overlay_opaque_xattr",
+    "running_in_user_ns",
+    "untar",
+]

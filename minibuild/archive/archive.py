@@ -1,0 +1,359 @@
+"""Safe tar extraction (moby pkg/archive/archive.go, archive_linux.go, diff.go; pkg/symlink/fs.go).
+
+dockerd extracts inside a chroot of the destination (pkg/chrootarchive), so nothing in the tree can
+lead out of it. minibuild does not chroot: it resolves every parent directory with
+`follow_symlink_in_scope`, which gives the answer a chroot would give, and never follows a symlink in
+the last component of a path it creates. Rules, as pkg/archive's Unpack checks them:
+
+* entry names are cleaned; absolute names land inside the destination (`/etc/x` -> `dest/etc/x`);
+  names that still climb out (`../x`, `a/../../x`) are refused as breakouts (the chroot would have
+  clamped them to the root instead; refusing is pkg/archive's own rule and the safer one);
+* a symlink may point anywhere absolute (resolved inside the rootfs when used), but a relative target
+  that climbs out of the destination is refused; a hard link must name a path inside;
+* device nodes are skipped when we are not real root (rootless or in a user namespace), as moby does;
+* ownership is applied only as root; xattrs the filesystem refuses (ENOTSUP, EPERM) are skipped;
+* directory times (and modes) are set after their contents are written.
+
+Whiteouts: "keep" writes `.wh.*` entries as plain files (build contexts, imports); "apply" makes them
+delete what they name (moby's UnpackLayer/ApplyLayer); "overlay" turns them into overlayfs whiteouts
+(moby overlay2's ConvertRead). An error may leave a partial tree: callers extract into a fresh
+directory and discard it on failure, as moby's layer store does.
+"""
+
+import errno
+import json
+import os
+import posixpath
+import shutil
+import stat
+from pathlib import Path
+from typing import BinaryIO
+
+from minibuild.archive.compression import decompress_stream
+from minibuild.archive.errors import ArchiveError
+from minibuild.archive.tarstream import EntryReader, TarEntry, pax_time_ns, read_entries
+
+WHITEOUT_PREFIX = ".wh."
+WHITEOUT_META_PREFIX = ".wh..wh."
+WHITEOUT_OPAQUE_DIR = ".wh..wh..opq"
+_WHITEOUT_MODES = ("keep", "apply", "overlay")
+_MAX_SYMLINKS = 255  # pkg/symlink's maxIter
+_CHUNK = 1 << 20
+
+
+def _q(text: str) -> str:
+    """Go's %q, close enough for paths."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _os_error(op: str, path: str, err: OSError) -> ArchiveError:
+    """Go's *PathError wording: `mkdir /a/b: not a directory`."""
+    reason = os.strerror(err.errno) if err.errno else str(err)
+    return ArchiveError(f"{op} {path}: {reason[:1].lower()}{reason[1:]}")
+
+
+def running_in_user_ns() -> bool:
+    """True inside a user namespace (moby pkg/userns): the uid map is not the full identity map."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            fields = f.read().split()
+    except OSError:
+        return False
+    return fields != ["0", "0", "4294967295"]
+
+
+def _privileged() -> bool:
+    return os.geteuid() == 0 and not running_in_user_ns()
+
+
+def overlay_opaque_xattr() -> str:
+    """The xattr marking an opaque overlay directory: trusted.* as real root, user.* (userxattr) otherwise."""
+    return "trusted.overlay.opaque" if _privileged() else "user.overlay.opaque"
+
+
+def follow_symlink_in_scope(path: str, root: Path) -> Path:
+    """Resolve `path` as if `root` were `/` (moby pkg/symlink FollowSymlinkInScope).
+
+    `path` is a host path under `root` (moby's convention) or a path relative to `root`. Every symlink
+    is followed with `root` as its `/`, so `..` and absolute targets never leave it. Components that do
+    not exist are kept as written. The result is a host path under `root`.
+    """
+    root_path = os.path.abspath(root)
+    full = os.path.join(root_path, path) if not os.path.isabs(path) else os.path.abspath(path)
+    if full != root_path and not full.startswith(root_path.rstrip("/") + "/"):
+        raise ArchiveError(f"evalSymlinksInScope: {full} is not in {root_path}")
+    todo = full[len(root_path) :]
+    resolved = ""  # the path resolved so far, relative to root, always clean, without a leading "/"
+    for _ in range(_MAX_SYMLINKS + 1):
+        if not todo:
+            return Path(os.path.join(root_path, resolved)) if resolved else Path(root_path)
+        part, _, todo = todo.lstrip("/").partition("/")
+        if part in ("", "."):
+            continue
+        if part == "..":
+            resolved = posixpath.dirname(resolved)
+            continue
+        candidate = posixpath.join(resolved, part)
+        host = os.path.join(root_path, candidate)
+        try:
+            st = os.lstat(host)
+        except FileNotFoundError:
+            resolved = candidate  # missing: accept it as written
+            continue
+        except OSError as err:
+            raise _os_error("lstat", "/" + candidate, err)
+        if not stat.S_ISLNK(st.st_mode):
+            resolved = candidate
+            continue
+        target = os.readlink(host)
+        if target.startswith("/"):
+            resolved = ""
+        todo = target + "/" + todo
+    raise ArchiveError(f"evalSymlinksInScope: too many links in {full}")
+
+
+def _clean_name(name: str) -> str:
+    """An entry name cleaned like Go's filepath.Clean and made relative to the destination."""
+    cleaned = posixpath.normpath(name or ".")
+    if cleaned.startswith("/"):
+        return cleaned.lstrip("/") or "."  # filepath.Join(dest, "/etc/x") is dest/etc/x
+    if cleaned == ".." or cleaned.startswith("../"):
+        raise ArchiveError(f"{_q(name)} is outside of {_q('/')}")  # moby's breakoutError
+    return cleaned
+
+
+def _remove(path: str) -> None:
+    """Remove a file, link or whole directory without following symlinks (os.RemoveAll)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
+def _time_ns(info: TarEntry, key: str) -> int:
+    value = info.pax_headers.get(key)
+    return pax_time_ns(value) if value is not None else int(info.mtime) * 1_000_000_000
+
+
+class _Unpacker:
+    """One extraction: the state moby's Unpack keeps in locals (directories to finish, paths written)."""
+
+    def __init__(self, dest: Path, whiteouts: str, size_limit: int | None):
+        if whiteouts not in _WHITEOUT_MODES:
+            raise ValueError(f"whiteouts must be one of {_WHITEOUT_MODES}, not {whiteouts!r}")
+        self.root = os.path.realpath(dest)
+        self.whiteouts = whiteouts
+        self.size_limit = size_limit
+        self.written = 0
+        self.privileged = _privileged()
+        self.is_root = os.geteuid() == 0
+        self.dirs: list[tuple[str, TarEntry]] = []
+        self.unpacked: set[str] = set()  # host paths written by this layer (UnpackLayer's unpackedPaths)
+
+    def host(self, rel: str) -> str:
+        return os.path.join(self.root, rel) if rel != "." else self.root
+
+    def shown(self, path: str) -> str:
+        """A host path as the chrooted extractor would print it."""
+        return "/" + os.path.relpath(path, self.root).lstrip(".")
+
+    def parent_dir(self, rel: str) -> str:
+        """The entry's parent directory, resolved in scope and created (0755) when missing."""
+        parent = str(follow_symlink_in_scope(posixpath.dirname(rel), Path(self.root)))
+        if not os.path.isdir(parent) or os.path.islink(parent):
+            missing = []
+            probe = parent
+            while not os.path.lexists(probe):
+                missing.append(probe)
+                probe = os.path.dirname(probe)
+            for path in reversed(missing):
+                try:
+                    os.mkdir(path, 0o755)
+                    os.chmod(path, 0o755)  # not the umask's choice
+                except OSError as err:
+                    raise _os_error("mkdir", self.shown(path), err)
+            if not os.path.isdir(parent):
+                raise ArchiveError(f"mkdir {self.shown(parent)}: not a directory")
+        return parent
+
+    def run(self, stream: BinaryIO) -> int:
+        for info, content in read_entries(stream):
+            self.entry(info, content)
+        for path, info in self.dirs:  # after their contents, so writing into them did not bump mtimes
+            if os.path.isdir(path) and not os.path.islink(path):
+                self.stamp(path, info, chmod=True)
+        return self.written
+
+    def entry(self, info: TarEntry, content: EntryReader) -> None:
+        rel = _clean_name(info.name)
+        base = posixpath.basename(rel)
+        if self.whiteouts == "apply" and rel.startswith(WHITEOUT_META_PREFIX) and rel != WHITEOUT_OPAQUE_DIR:
+            return  # AUFS metadata (.wh..wh.plnk, .wh..wh.aufs) is not part of the filesystem
+        if rel == ".":
+            if info.isdir():
+                return  # moby skips the root entry: the destination keeps its own mode and times
+            raise ArchiveError(f"cannot replace the extraction root with {_q(info.name)}")
+        parent = self.parent_dir(rel)
+        path = os.path.join(parent, base)
+        if self.whiteouts != "keep" and base.startswith(WHITEOUT_PREFIX):
+            self.whiteout(info, parent, base)
+            return
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not (stat.S_ISDIR(st.st_mode) and info.isdir()):
+            try:
+                _remove(path)  # replace, never write through what was there
+            except OSError as err:
+                raise _os_error("remove", self.shown(path), err)
+        self.create(path, info, content)
+        self.unpacked.add(path)
+
+    def whiteout(self, info: TarEntry, parent: str, base: str) -> None:
+        """A `.wh.` entry: delete (apply) or mark for overlayfs (overlay)."""
+        if self.whiteouts == "overlay":
+            if base == WHITEOUT_OPAQUE_DIR:
+                try:
+                    os.setxattr(parent, overlay_opaque_xattr(), b"y", follow_symlinks=False)
+                except OSError as err:
+                    raise _os_error("setxattr", self.shown(parent), err)
+                return
+            target = os.path.join(parent, base[len(WHITEOUT_PREFIX) :])
+            try:
+                _remove(target)
+                os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))  # unprivileged since Linux 5.8
+                if self.is_root:
+                    os.chown(target, info.uid, info.gid, follow_symlinks=False)
+            except OSError as err:
+                raise _os_error("mknod", self.shown(target), err)
+            return
+        if base == WHITEOUT_OPAQUE_DIR:
+            self.empty_opaque(parent)
+            return
+        try:
+            _remove(os.path.join(parent, base[len(WHITEOUT_PREFIX) :]))
+        except OSError as err:
+            raise _os_error("remove", self.shown(parent), err)
+
+    def empty_opaque(self, directory: str) -> None:
+        """Remove what lower layers left in `directory`, keeping what this layer already wrote."""
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return
+        for name in names:
+            path = os.path.join(directory, name)
+            if path not in self.unpacked:
+                _remove(path)
+            elif os.path.isdir(path) and not os.path.islink(path):
+                self.empty_opaque(path)
+
+    def create(self, path: str, info: TarEntry, content: EntryReader) -> None:
+        """moby's createTarFile: make the node, then owner, xattrs, mode and times, in that order."""
+        shown = self.shown(path)
+        try:
+            if info.isdir():
+                if not os.path.isdir(path):
+                    os.mkdir(path, 0o700)  # final mode is set after the contents are written
+            elif info.isreg():
+                self.write_file(path, info, content)
+            elif info.islnk():
+                self.hard_link(path, info)
+            elif info.issym():
+                self.symlink(path, info)
+            elif info.ischr() or info.isblk():
+                if not self.privileged:
+                    return  # cannot create devices rootless or in a user namespace: skip, as moby does
+                kind = stat.S_IFCHR if info.ischr() else stat.S_IFBLK
+                os.mknod(path, kind | (info.mode & 0o7777), os.makedev(info.devmajor, info.devminor))
+            elif info.isfifo():
+                os.mkfifo(path, info.mode & 0o7777)
+            else:
+                raise ArchiveError(f"unhandled tar header type {ord(info.type)}")
+        except OSError as err:
+            raise _os_error("create", shown, err)
+        if info.islnk() and os.path.islink(path):
+            return  # a hard link to a symlink: there is no lchmod, and its times belong to the target
+        self.own(path, info)
+        if info.isdir():
+            self.dirs.append((path, info))  # mode and times once the contents are in
+        else:
+            self.stamp(path, info, chmod=not info.issym())
+
+    def write_file(self, path: str, info: TarEntry, content: EntryReader) -> None:
+        if self.size_limit is not None and self.written + info.size > self.size_limit:
+            raise ArchiveError(f"archive exceeds the size limit of {self.size_limit} bytes")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            while chunk := content.read(_CHUNK):
+                out.write(chunk)
+        self.written += info.size
+
+    def hard_link(self, path: str, info: TarEntry) -> None:
+        target_rel = posixpath.normpath(info.linkname or ".")
+        if not target_rel.startswith("/") and (target_rel == ".." or target_rel.startswith("../")):
+            raise ArchiveError(f"invalid hardlink {_q(self.shown(path))} -> {_q(info.linkname)}")
+        target_rel = target_rel.lstrip("/") or "."
+        parent = follow_symlink_in_scope(posixpath.dirname(target_rel), Path(self.root))
+        os.link(os.path.join(parent, posixpath.basename(target_rel)), path, follow_symlinks=False)
+
+    def symlink(self, path: str, info: TarEntry) -> None:
+        if not info.linkname.startswith("/"):
+            target = os.path.normpath(os.path.join(os.path.dirname(path), info.linkname))
+            if target != self.root and not target.startswith(self.root.rstrip("/") + "/"):
+                raise ArchiveError(f"invalid symlink {_q(self.shown(path))} -> {_q(info.linkname)}")
+        os.symlink(info.linkname, path)
+
+    def own(self, path: str, info: TarEntry) -> None:
+        """Owner (as root only) and xattrs (skipped where the filesystem refuses them, as moby does)."""
+        if self.is_root:
+            try:
+                os.chown(path, info.uid, info.gid, follow_symlinks=False)
+            except OSError as err:
+                # An id unmapped in our user namespace keeps ours (moby fails; rootless extraction needs it).
+                if err.errno != errno.EINVAL or self.privileged:
+                    raise ArchiveError(f"failed to Lchown {_q(self.shown(path))} for UID {info.uid}, "
+                                       f"GID {info.gid}: {os.strerror(err.errno).lower()}")  # fmt: skip
+        for name, value in info.xattrs.items():
+            try:
+                os.setxattr(path, name, value, follow_symlinks=False)
+            except OSError as err:
+                if err.errno not in (errno.ENOTSUP, errno.EPERM):
+                    raise _os_error("lsetxattr", self.shown(path), err)
+
+    def stamp(self, path: str, info: TarEntry, *, chmod: bool) -> None:
+        """Mode (after chown, which clears set-id bits) and times (atime never before mtime, as moby)."""
+        mtime = _time_ns(info, "mtime")
+        atime = max(_time_ns(info, "atime"), mtime) if "atime" in info.pax_headers else mtime
+        try:
+            if chmod:
+                os.chmod(path, info.mode & 0o7777)
+            os.utime(path, ns=(atime, mtime), follow_symlinks=False)
+        except OSError as err:
+            raise _os_error("chtimes", self.shown(path), err)
+
+
+def untar(src: BinaryIO, dest: Path, *, whiteouts: str = "keep", size_limit: int | None = None) -> int:
+    """Extract a tar stream (identity, gzip, bzip2 or xz) into `dest`; return the bytes of file data written.
+
+    `whiteouts`: "keep", "apply" or "overlay" (see the module docstring). `size_limit` caps the file data
+    written (a tar bomb raises ArchiveError). Every unsafe or malformed input raises ArchiveError.
+    """
+    dest = Path(dest)
+    try:
+        dest.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as err:
+        raise _os_error("mkdir", str(dest), err)
+    unpacker = _Unpacker(dest, whiteouts, size_limit)
+    with decompress_stream(src) as stream:
+        return unpacker.run(stream)
+
+
+def apply_layer(src: BinaryIO, dest: Path, *, size_limit: int | None = None) -> int:
+    """Apply a layer diff onto `dest`; whiteouts delete what they name (moby pkg/archive/diff.go)."""
+    return untar(src, dest, whiteouts="apply", size_limit=size_limit)

@@ -1,0 +1,217 @@
+"""Streaming tar reader with Go's strictness (Go archive/tar reader.go, as moby reads layers with it).
+
+Python's `tarfile` treats a damaged header after the first member as the end of the archive; Go reports
+it. Layers and build contexts must not be silently cut short, so this reader walks the 512-byte blocks
+itself, decodes each header with `tarfile.TarInfo.frombuf`, and applies PAX and GNU long-name records
+the way Go does. Errors use Go's words: "unexpected EOF", "archive/tar: invalid tar header".
+"""
+
+import tarfile
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from minibuild.archive.errors import ArchiveError
+
+BLOCK = 512
+_ZERO_BLOCK = bytes(BLOCK)
+_MAX_SPECIAL_FILE = 1 << 20  # Go's maxSpecialFileSize: PAX and GNU long-name payloads
+_PAX_TYPES = (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE)
+_ENTRY_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE, tarfile.LNKTYPE, tarfile.SYMTYPE,
+                tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.DIRTYPE, tarfile.FIFOTYPE)  # fmt: skip
+
+ERR_UNEXPECTED_EOF = "unexpected EOF"
+ERR_HEADER = "archive/tar: invalid tar header"
+ERR_FIELD_TOO_LONG = "archive/tar: header field too long"
+
+
+class TarEntry(tarfile.TarInfo):
+    """A header with its extended attributes (PAX `SCHILY.xattr.*`) as raw bytes."""
+
+    __slots__ = ("xattrs",)
+
+    def __init__(self, name: str = ""):
+        super().__init__(name)
+        self.xattrs: dict[str, bytes] = {}
+
+
+def read_full(src: BinaryIO, size: int) -> bytes:
+    """Read exactly `size` bytes; b"" at a clean end of stream; ArchiveError if it stops part way."""
+    data = src.read(size)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        chunk = src.read(size - got)
+        if not chunk:
+            raise ArchiveError(ERR_UNEXPECTED_EOF)
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _read_exact(src: BinaryIO, size: int) -> bytes:
+    data = read_full(src, size)
+    if len(data) != size:
+        raise ArchiveError(ERR_UNEXPECTED_EOF)
+    return data
+
+
+def _skip(src: BinaryIO, size: int) -> None:
+    while size:
+        chunk = src.read(min(size, 1 << 16))
+        if not chunk:
+            raise ArchiveError(ERR_UNEXPECTED_EOF)
+        size -= len(chunk)
+
+
+class EntryReader:
+    """The content of one entry: reads at most its size, and reports truncation as unexpected EOF."""
+
+    def __init__(self, src: BinaryIO, size: int):
+        self._src = src
+        self.remaining = size
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or size > self.remaining:
+            size = self.remaining
+        if size == 0:
+            return b""
+        data = self._src.read(size)
+        if not data:
+            raise ArchiveError(ERR_UNEXPECTED_EOF)
+        self.remaining -= len(data)
+        return data
+
+
+def _parse_pax(data: bytes) -> dict[str, bytes]:
+    """PAX records `"<len> <key>=<value>\\n"`; values stay bytes (xattrs are binary)."""
+    records: dict[str, bytes] = {}
+    while data:
+        space = data.find(b" ")
+        try:
+            length = int(data[:space]) if space > 0 else -1
+        except ValueError:
+            length = -1
+        if length < space + 3 or length > len(data) or data[length - 1 : length] != b"\n":
+            raise ArchiveError(ERR_HEADER)
+        key, sep, value = data[space + 1 : length - 1].partition(b"=")
+        if not sep or not key:
+            raise ArchiveError(ERR_HEADER)
+        records[key.decode("utf-8", "surrogateescape")] = value
+        data = data[length:]
+    return records
+
+
+def _pax_int(value: bytes) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ArchiveError(ERR_HEADER)
+    if number < 0:
+        raise ArchiveError(ERR_HEADER)
+    return number
+
+
+def pax_time_ns(value: str) -> int:
+    """A PAX time ("1700000000.123456789", maybe negative) as integer nanoseconds, without float rounding."""
+    sign = -1 if value.startswith("-") else 1
+    whole, _, frac = value.lstrip("-").partition(".")
+    if not whole.isdigit() or (frac and not frac.isdigit()):
+        raise ArchiveError(ERR_HEADER)
+    return sign * (int(whole) * 1_000_000_000 + int((frac + "000000000")[:9]))
+
+
+def _apply_pax(info: TarEntry, records: dict[str, bytes]) -> None:
+    """Override header fields with PAX records, as Go's mergePAX does; keep raw records on the entry."""
+    text = {k: v.decode("utf-8", "surrogateescape") for k, v in records.items()}
+    for key, value in records.items():
+        if key.startswith("GNU.sparse."):
+            raise ArchiveError("archive/tar: sparse files are not supported")  # minibuild: no sparse layers
+        if key == "path":
+            info.name = text[key]
+        elif key == "linkpath":
+            info.linkname = text[key]
+        elif key == "uname":
+            info.uname = text[key]
+        elif key == "gname":
+            info.gname = text[key]
+        elif key in ("uid", "gid", "size"):
+            setattr(info, key, _pax_int(value))
+        elif key in ("mtime", "atime"):
+            pax_time_ns(text[key])  # validate now; callers read the precise value from pax_headers
+            if key == "mtime":
+                info.mtime = float(text[key])
+    info.pax_headers = text
+    info.xattrs = {k[len("SCHILY.xattr.") :]: v for k, v in records.items() if k.startswith("SCHILY.xattr.")}
+
+
+def _read_special(src: BinaryIO, info: tarfile.TarInfo) -> bytes:
+    if info.size > _MAX_SPECIAL_FILE:
+        raise ArchiveError(ERR_FIELD_TOO_LONG)
+    data = _read_exact(src, info.size)
+    _skip(src, -info.size % BLOCK)
+    return data
+
+
+def _read_header(src: BinaryIO) -> TarEntry | None:
+    """One raw header block, or None at the end of the archive (two zero blocks, or a clean EOF)."""
+    block = read_full(src, BLOCK)
+    if not block:
+        return None  # Go accepts an archive that simply stops at a header boundary
+    if block == _ZERO_BLOCK:
+        block = read_full(src, BLOCK)
+        if not block or block == _ZERO_BLOCK:
+            return None
+        raise ArchiveError(ERR_HEADER)
+    try:
+        info = TarEntry.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        raise ArchiveError(ERR_HEADER)
+    if info.size < 0:
+        raise ArchiveError(ERR_HEADER)
+    return info
+
+
+def read_entries(src: BinaryIO) -> Iterator[tuple[TarEntry, EntryReader]]:
+    """Yield (header, content reader) per entry; unread content is skipped when the caller moves on.
+
+    Each header carries `pax_headers` (text) and `xattrs` (name -> raw bytes) from its PAX records.
+    PAX global headers are read and ignored, as moby ignores them.
+    """
+    records: dict[str, bytes] = {}
+    long_name = long_link = None
+    while True:
+        info = _read_header(src)
+        if info is None:
+            if records or long_name is not None or long_link is not None:
+                raise ArchiveError(ERR_UNEXPECTED_EOF)  # an extension header with no entry after it
+            return
+        if info.type in _PAX_TYPES:
+            records.update(_parse_pax(_read_special(src, info)))
+            continue
+        if info.type == tarfile.XGLTYPE:
+            _parse_pax(_read_special(src, info))
+            continue
+        if info.type == tarfile.GNUTYPE_LONGNAME:
+            long_name = _read_special(src, info).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            continue
+        if info.type == tarfile.GNUTYPE_LONGLINK:
+            long_link = _read_special(src, info).split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            continue
+        if info.type == tarfile.GNUTYPE_SPARSE:
+            raise ArchiveError("archive/tar: sparse files are not supported")
+        if long_name is not None:
+            info.name = long_name
+        if long_link is not None:
+            info.linkname = long_link
+        _apply_pax(info, records)
+        records, long_name, long_link = {}, None, None
+        if info.type == tarfile.AREGTYPE:
+            info.type = tarfile.REGTYPE
+        # Links, directories and devices carry no content, whatever their size field says (Go agrees).
+        has_data = info.type in (tarfile.REGTYPE, tarfile.CONTTYPE) or info.type not in _ENTRY_TYPES
+        size = info.size if has_data else 0
+        reader = EntryReader(src, size)
+        yield info, reader
+        _skip(src, reader.remaining + (-size % BLOCK))
