@@ -18,6 +18,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from minibuild.dockerfile.errors import DockerfileError
+
 EOF = ""  # what the scanner's peek()/next() return at the end of the text
 
 # Go's unicode.IsSpace; Python's str.isspace() also counts U+001C..U+001F, which Go does not.
@@ -28,7 +30,7 @@ _GO_SPACE = frozenset(GO_WHITESPACE)
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")  # POSIX special parameters: one character each
 
 
-class ShellError(Exception):
+class ShellError(DockerfileError):
     """A word that cannot be expanded (unterminated quote, bad `${...}`, `${VAR?}` on an unset VAR)."""
 
 
@@ -129,21 +131,21 @@ class _Words:
     """Splits the expanded text into words while it is being built (upstream's wordsStruct)."""
 
     def __init__(self) -> None:
-        self.buf: list[str] = []
+        self.buf = ""
         self.words: list[str] = []
         self.in_word = False
 
     def add_char(self, ch: str) -> None:
         if ch in _GO_SPACE:
             if self.in_word and self.buf:
-                self.words.append("".join(self.buf))
-                self.buf = []
+                self.words.append(self.buf)
+                self.buf = ""
                 self.in_word = False
         else:
             self.add_raw_char(ch)
 
     def add_raw_char(self, ch: str) -> None:
-        self.buf.append(ch)
+        self.buf += ch
         self.in_word = True
 
     def add_string(self, text: str) -> None:
@@ -151,14 +153,13 @@ class _Words:
             self.add_char(ch)
 
     def add_raw_string(self, text: str) -> None:
-        self.buf.append(text)
+        self.buf += text
         self.in_word = True
 
     def get_words(self) -> list[str]:
-        word = "".join(self.buf)
-        if word:
-            self.words.append(word)
-            self.buf = []
+        if self.buf:
+            self.words.append(self.buf)
+            self.buf = ""
             self.in_word = False
         return self.words
 
