@@ -1,0 +1,18 @@
+"""Default locations of the daemon (moby cmd/dockerd/config_unix.go, daemon/config; rootless paths).
+
+The data root holds the layer store, image store and references. dockerd uses /var/lib/docker, and
+$XDG_DATA_HOME/docker when rootless; minibuild follows the same rule under its own name:
+/var/lib/minibuild for root, else $XDG_DATA_HOME/minibuild (default ~/.local/share/minibuild).
+"""
+
+import os
+from pathlib import Path
+
+
+def default_data_root() -> Path:
+    """/var/lib/minibuild as root, else $XDG_DATA_HOME/minibuild (~/.local/share/minibuild)."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/minibuild")
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".local" / "share"
+    return base / "minibuild"
