@@ -1,0 +1,360 @@
+""".dockerignore files and path patterns (moby patternmatcher: patternmatcher.go, ignorefile/ignorefile.go).
+
+The client, not the daemon, applies .dockerignore: it leaves matching files out of the context
+tar (`walk_context`, as the docker CLI's archive walk does). A pattern is a path relative to the
+context root in which `*` matches any run of characters except `/`, `?` one such character,
+`[...]` a character class, `**` any number of directories (also none) and `\\` escapes the next
+character. A pattern also excludes everything below a directory it matches. Patterns starting
+with `!` are exceptions that include paths again; the last pattern that matches a path wins.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from enum import Enum
+
+from minibuild.dockerfile.shell import GO_WHITESPACE
+
+_MAX_LINE_BYTES = 64 * 1024  # bufio.Scanner's token limit: a longer line is an error, not a pattern
+
+
+class DockerignoreError(ValueError):
+    """A .dockerignore that cannot be used: a malformed pattern, a lone `!`, a line over 64 KiB."""
+
+
+class ContextError(OSError):
+    """The context directory cannot be walked (a directory that is missing or cannot be read)."""
+
+
+def read_ignore_file(content: str | bytes) -> list[str]:
+    """The patterns of a .dockerignore file, in order (ignorefile.ReadAll).
+
+    A line whose first character is `#` is a comment; other lines are trimmed, blank ones skipped.
+    Each pattern is cleaned like a path, with one leading `/` removed, since patterns are relative
+    to the context root; a leading `!` (exception) is kept in front. Bytes are decoded as UTF-8,
+    undecodable bytes kept as os.fsdecode keeps them, so they still match the same file names.
+    """
+    if isinstance(content, bytes):
+        content = content.decode("utf-8", "surrogateescape")
+    lines = content.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the text ended with a newline: no further line
+    patterns = []
+    for number, line in enumerate(lines):
+        if len(line.encode("utf-8", "surrogateescape")) >= _MAX_LINE_BYTES:
+            raise DockerignoreError("error reading .dockerignore: bufio.Scanner: token too long")
+        line = line.removesuffix("\r")
+        if number == 0:
+            line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark
+        if line.startswith("#"):  # checked before trimming: " # x" is a pattern
+            continue
+        pattern = line.strip(GO_WHITESPACE)
+        if not pattern:
+            continue
+        invert = pattern.startswith("!")
+        if invert:
+            pattern = pattern[1:].strip(GO_WHITESPACE)
+        if pattern:
+            pattern = clean(pattern)
+            if len(pattern) > 1 and pattern.startswith("/"):
+                pattern = pattern[1:]
+        patterns.append("!" + pattern if invert else pattern)
+    return patterns
+
+
+def clean(path: str) -> str:
+    """Go's filepath.Clean on a slash-separated path: the shortest equivalent path (`a/./b/../c` -> `a/c`).
+
+    Unlike posixpath.normpath, a leading `//` becomes `/` and `..` at the root is dropped (`/..` -> `/`).
+    """
+    rooted = path.startswith("/")
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts and parts[-1] != "..":
+                parts.pop()
+            elif not rooted:
+                parts.append("..")
+            continue
+        parts.append(part)
+    out = "/".join(parts)
+    if rooted:
+        return "/" + out
+    return out or "."
+
+
+def _dir(path: str) -> str:
+    """Go's filepath.Dir: everything before the last `/`, cleaned (`a/b` -> `a`, `a` -> `.`)."""
+    return clean(path[: path.rfind("/") + 1])
+
+
+class MatchType(Enum):
+    """How a pattern is matched: most patterns need no regular expression at all."""
+
+    EXACT = "exact"  # no wildcard: path == pattern
+    PREFIX = "prefix"  # `dir/**`: path starts with `dir/`
+    SUFFIX = "suffix"  # `**/name`: path ends with `/name` or is `name`
+    REGEXP = "regexp"
+
+
+class Pattern:
+    """One cleaned pattern (without its `!`), compiled once."""
+
+    def __init__(self, cleaned_pattern: str, exclusion: bool) -> None:
+        self.cleaned_pattern = cleaned_pattern
+        self.exclusion = exclusion
+        self.match_type, self.regexp = _compile(cleaned_pattern)
+
+    def __repr__(self) -> str:
+        return f"Pattern({'!' if self.exclusion else ''}{self.cleaned_pattern})"
+
+    def match(self, path: str) -> bool:
+        """Whether the slash-separated `path` itself matches (no parent directories considered)."""
+        if self.match_type is MatchType.EXACT:
+            return path == self.cleaned_pattern
+        if self.match_type is MatchType.PREFIX:
+            return path.startswith(self.cleaned_pattern[:-2])  # without the trailing **
+        if self.match_type is MatchType.SUFFIX:
+            suffix = self.cleaned_pattern[2:]  # without the leading **
+            return path.endswith(suffix) or (suffix.startswith("/") and path == suffix[1:])
+        return self.regexp.fullmatch(path) is not None
+
+
+def _compile(pattern: str) -> tuple[MatchType, re.Pattern[str] | None]:
+    """Classify `pattern` and, if it needs one, translate it to a regular expression (Pattern.compile).
+
+    Raises DockerignoreError ("syntax error in pattern", Go's filepath.ErrBadPattern) for an
+    unterminated or empty `[...]`, a bad range, or a trailing `\\`.
+    """
+    regex = []
+    kind = MatchType.EXACT
+    i = 0  # characters consumed
+    first = True
+    while i < len(pattern):
+        ch = pattern[i]
+        i += 1
+        if ch == "*" and pattern.startswith("*", i):  # ** : any number of directories
+            i += 1
+            if pattern.startswith("/", i):
+                i += 1  # **/ is the same as **
+            if i == len(pattern):  # trailing **: everything below
+                if kind is MatchType.EXACT:
+                    kind = MatchType.PREFIX
+                else:
+                    regex.append(".*")
+                    kind = MatchType.REGEXP
+            else:
+                regex.append("(.*/)?")
+                kind = MatchType.REGEXP
+            if first:
+                kind = MatchType.SUFFIX  # a later wildcard turns it into REGEXP again
+        elif ch == "*":
+            regex.append("[^/]*")
+            kind = MatchType.REGEXP
+        elif ch == "?":
+            regex.append("[^/]")
+            kind = MatchType.REGEXP
+        elif ch == "\\":
+            if i == len(pattern):
+                raise DockerignoreError("syntax error in pattern")
+            # An escaped character is literal, as filepath.Match says. (Upstream hands `\x` to Go's
+            # regexp, so `\d`-style escapes there mean character classes; no .dockerignore relies on it.)
+            regex.append(re.escape(pattern[i]))
+            i += 1
+            kind = MatchType.REGEXP
+        elif ch == "[":
+            cls, i = _bracket(pattern, i)
+            regex.append(cls)
+            kind = MatchType.REGEXP
+        elif ch == "]":
+            regex.append(r"\]")
+            kind = MatchType.REGEXP
+        elif ch == "^":
+            regex.append("^")  # upstream leaves it unescaped: an anchor that fails mid-pattern
+        else:
+            regex.append(re.escape(ch))
+        first = False
+    if kind is not MatchType.REGEXP:
+        return kind, None
+    return kind, re.compile("".join(regex))
+
+
+def _bracket(pattern: str, i: int) -> tuple[str, int]:
+    """Translate the class starting after the `[` at pattern[i-1]; return it and the index past `]`.
+
+    Syntax as filepath.Match: optional `^` (negation), then one or more characters or ranges
+    `lo-hi`, where `\\` escapes a character and `-` or `]` must be escaped. Upstream passes the
+    class to Go's regexp, which also rejects a reversed range (`[z-a]`); so do we, when compiling.
+    Classes mean what filepath.Match says; upstream's regexp also reads `[[:alpha:]]`-style classes.
+    """
+    out = ["["]
+    if pattern.startswith("^", i):
+        out.append("^")
+        i += 1
+    count = 0
+    while True:
+        if pattern.startswith("]", i) and count > 0:
+            out.append("]")
+            return "".join(out), i + 1
+        lo, i = _class_char(pattern, i)
+        hi = lo
+        if pattern.startswith("-", i):
+            hi, i = _class_char(pattern, i + 1)
+            if hi < lo:
+                raise DockerignoreError("syntax error in pattern")
+        out.append(re.escape(lo) if lo == hi else re.escape(lo) + "-" + re.escape(hi))
+        count += 1
+
+
+def _class_char(pattern: str, i: int) -> tuple[str, int]:
+    """One (possibly escaped) character of a class; `-`, `]` and the end of the pattern are errors."""
+    if i >= len(pattern) or pattern[i] in "-]":
+        raise DockerignoreError("syntax error in pattern")
+    if pattern[i] == "\\":
+        i += 1
+        if i >= len(pattern):
+            raise DockerignoreError("syntax error in pattern")
+    return pattern[i], i + 1
+
+
+class PatternMatcher:
+    """Decides which paths a list of .dockerignore patterns excludes (patternmatcher.New)."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.patterns: list[Pattern] = []
+        self.exclusions = False  # whether any pattern is a `!` exception
+        for p in patterns:
+            p = p.strip(GO_WHITESPACE)
+            if not p:
+                continue
+            p = clean(p)
+            exclusion = p.startswith("!")
+            if exclusion:
+                if len(p) == 1:
+                    raise DockerignoreError('illegal exclusion pattern: "!"')
+                p = p[1:]
+                self.exclusions = True
+            # Upstream finds regexp errors (a reversed range) only when the pattern is first used;
+            # we compile here, so every bad pattern is reported before anything is matched.
+            self.patterns.append(Pattern(p, exclusion))
+
+    def matches(self, path: str) -> bool:
+        """Whether `path` (slash-separated, relative) is excluded: a pattern matches it or one of its
+        parent directories, and no later exception matches it (MatchesOrParentMatches)."""
+        parents = _dir(path).split("/") if _dir(path) != "." else []
+        matched = False
+        for pattern in self.patterns:
+            if pattern.exclusion != matched:
+                continue  # an inclusion cannot change a match, nor an exception a non-match
+            match = pattern.match(path) or any(
+                pattern.match("/".join(parents[: n + 1])) for n in range(len(parents))
+            )
+            if match:
+                matched = not pattern.exclusion
+        return matched
+
+    def matches_exact(self, path: str) -> bool:
+        """Like `matches`, but parent directories are not considered (MatchesExact)."""
+        matched = False
+        for pattern in self.patterns:
+            if pattern.exclusion == matched and pattern.match(path):
+                matched = not pattern.exclusion
+        return matched
+
+    def matches_using_parent_results(
+        self, path: str, parent_matched: Sequence[bool] = ()
+    ) -> tuple[bool, list[bool]]:
+        """`matches` for a walk, reusing the results of `path`'s directory (MatchesUsingParentResults).
+
+        Returns whether `path` is excluded and its own per-pattern results, to pass for its
+        children. With no parent results, parent directories are matched as in `matches`. The
+        docker CLI packs the context with this function, so its answers are the ones that count.
+        """
+        if parent_matched and len(parent_matched) != len(self.patterns):
+            raise ValueError("wrong number of values in parentMatched")
+        matched = False
+        results = []
+        for n, pattern in enumerate(self.patterns):
+            match = bool(parent_matched) and parent_matched[n]
+            if not match:
+                if pattern.exclusion != matched:
+                    results.append(False)
+                    continue
+                match = pattern.match(path)
+                if not match and not parent_matched:
+                    parents = _dir(path).split("/") if _dir(path) != "." else []
+                    match = any(pattern.match("/".join(parents[: k + 1])) for k in range(len(parents)))
+            results.append(match)
+            if match:
+                matched = not pattern.exclusion
+        return matched, results
+
+    def may_include_below(self, directory: str) -> bool:
+        """Whether an exception could include something inside excluded `directory`, so the walk
+        must still enter it. Like upstream, only an exception that starts with `directory/` counts."""
+        prefix = directory + "/"
+        return any(p.exclusion and (p.cleaned_pattern + "/").startswith(prefix) for p in self.patterns)
+
+
+def excluded(path: str, patterns: Iterable[str]) -> bool:
+    """Whether .dockerignore `patterns` exclude `path` (patternmatcher.MatchesOrParentMatches).
+
+    The context root itself (`.`) is never excluded.
+    """
+    pm = PatternMatcher(patterns)
+    path = clean(path)
+    return path != "." and pm.matches(path)
+
+
+def walk_context(
+    root: str | os.PathLike[str],
+    patterns: Iterable[str],
+    always: Sequence[str] = ("Dockerfile", ".dockerignore"),
+) -> Iterator[str]:
+    """The paths under `root` that go into the build context, as the docker CLI picks them.
+
+    Yields slash-separated paths relative to `root`, directories included, depth first in name
+    order (like Go's filepath.WalkDir); symbolic links are yielded, never followed. A directory
+    that is excluded is not entered unless an exception pattern starts inside it. The files
+    named in `always` (the Dockerfile and .dockerignore) are sent even if a pattern excludes them:
+    the docker CLI adds an exception for each (TrimBuildFilesFromExcludes).
+    """
+    patterns = list(patterns)
+    for name in always:
+        # The CLI asks its older, one-parent-deep Matches here; the full parent check is at least as
+        # eager to add the exception, and an exception for a file that is sent anyway changes nothing.
+        if excluded(name, patterns):
+            patterns.append("!" + name)
+    pm = PatternMatcher(patterns)
+    top = os.fspath(root)
+    stack = [(_read_dir(top, ""), [])]
+    while stack:
+        entries, parent_results = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
+            continue
+        rel, is_dir = entry
+        skip, results = pm.matches_using_parent_results(rel, parent_results)
+        if skip and not (is_dir and pm.may_include_below(rel)):
+            continue
+        if not skip:
+            yield rel
+        if is_dir:
+            stack.append((_read_dir(top, rel), results))
+
+
+def _read_dir(top: str, rel: str) -> Iterator[tuple[str, bool]]:
+    """The entries of directory `rel` as (relative path, is a real directory), sorted by name bytes."""
+    path = os.path.join(top, rel) if rel else top
+    try:
+        with os.scandir(path) as it:
+            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+    except OSError as err:
+        raise ContextError(f"can't stat '{os.path.abspath(path)}'") from err
+    entries.sort(key=lambda e: os.fsencode(e[0]))
+    return ((f"{rel}/{name}" if rel else name, is_dir) for name, is_dir in entries)
