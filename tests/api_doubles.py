@@ -1,0 +1,166 @@
+"""Test doubles and wire helpers for the API, client and CLI tests.
+
+`RecordingBuildBackend` is NOT a builder: it runs nothing and commits nothing. It reads the context the
+way a builder would (decompress, untar in memory, find the Dockerfile) and writes a stream shaped like
+the classic builder's, driven by toy Dockerfile lines, so the router, streamformatter, client and CLI
+can be exercised end to end over a real socket:
+
+    RUN echo TEXT      stdout piece "TEXT\\n"        RUN warn TEXT   stderr piece "TEXT\\n"
+    RUN exit N         fails with code N            RUN sleep       waits until cancelled
+    BOGUS …            a 400 parse error before any output
+"""
+
+import asyncio
+import hashlib
+import http.client
+import io
+import socket
+import tarfile
+import threading
+
+from minibuild import errdefs
+from minibuild.api.backend import BuildConfig
+from minibuild.api.jsonmessage import JSONError
+from minibuild.api.types import BuildCachePruneOptions, BuildCachePruneReport
+from minibuild.archive import decompress_stream
+
+
+class RecordingBuildBackend:
+    """Records every call; see the module docstring for what the toy Dockerfile lines do."""
+
+    def __init__(self) -> None:
+        self.configs: list[BuildConfig] = []
+        self.bodies: list[bytes] = []
+        self.files: list[dict[str, bytes]] = []
+        self.pruned: list[BuildCachePruneOptions] = []
+        self.cancelled: list[str] = []
+        self.jobs: dict[str, asyncio.Task] = {}
+        self.started = threading.Event()  # set (from the daemon's thread) when a RUN sleep begins
+
+    def read_context(self, config: BuildConfig) -> dict[str, bytes]:
+        files: dict[str, bytes] = {}
+        with open(config.source, "rb") as raw:
+            try:
+                with tarfile.open(fileobj=decompress_stream(raw), mode="r|") as tar:
+                    for member in tar:
+                        f = tar.extractfile(member) if member.isfile() else None
+                        files[member.name] = f.read() if f else b""
+            except tarfile.ReadError as err:
+                if "empty" not in str(err):
+                    raise errdefs.System("unexpected EOF")
+        return files
+
+    async def build(self, config: BuildConfig) -> str:
+        self.configs.append(config)
+        self.bodies.append(config.source.read_bytes())
+        if config.options.build_id:
+            self.jobs[config.options.build_id] = asyncio.current_task()
+        files = self.read_context(config)
+        self.files.append(files)
+        name = config.options.dockerfile or "Dockerfile"
+        if name.lstrip("/") not in files:
+            raise errdefs.System(f"Cannot locate specified Dockerfile: {name}")
+        lines = [ln for ln in files[name.lstrip("/")].decode().splitlines() if ln.strip()]
+        for n, line in enumerate(lines, 1):
+            if line.split()[0] == "BOGUS":
+                raise errdefs.InvalidParameter(f"dockerfile parse error line {n}: unknown instruction: BOGUS")
+        out = config.progress_writer
+        for i, line in enumerate(lines, 1):
+            out.stdout_formatter.write(f"Step {i}/{len(lines)} : {line}")
+            out.stdout_formatter.write("\n")
+            words = line.split()
+            if words[:2] == ["RUN", "echo"]:
+                out.stdout_formatter.write(" ".join(words[2:]) + "\n")
+            elif words[:2] == ["RUN", "warn"]:
+                out.stderr_formatter.write(" ".join(words[2:]) + "\n")
+            elif words[:2] == ["RUN", "exit"]:
+                code = int(words[2])
+                raise JSONError(
+                    f"The command '/bin/sh -c exit {code}' returned a non-zero code: {code}", code
+                )
+            elif words[:2] == ["RUN", "sleep"]:
+                self.started.set()
+                await asyncio.sleep(3600)
+        image_id = "sha256:" + hashlib.sha256(files[name.lstrip("/")]).hexdigest()
+        if out.aux_formatter is not None:
+            out.aux_formatter.emit("", {"ID": image_id})
+        out.stdout_formatter.write(f"Successfully built {image_id[7:19]}\n")
+        for tag in config.options.tags:
+            out.stdout_formatter.write(f"Successfully tagged {tag}\n")
+        return image_id
+
+    async def prune_cache(self, options: BuildCachePruneOptions) -> BuildCachePruneReport:
+        self.pruned.append(options)
+        return BuildCachePruneReport(None, 0)
+
+    async def cancel(self, build_id: str) -> None:
+        self.cancelled.append(build_id)
+        task = self.jobs.get(build_id)
+        if task is not None:
+            task.cancel()
+
+
+def tar_of(files: dict[str, bytes]) -> bytes:
+    """An uncompressed tar with the given regular files."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a Unix socket: the lowest-level view of what goes over the wire."""
+
+    def __init__(self, path: str, timeout: float = 30) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
+def raw_request(
+    path: str, method: str, url: str, body: bytes | None = None, headers: dict | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One request; (status, headers, raw body bytes)."""
+    conn = UnixHTTPConnection(path)
+    try:
+        conn.request(method, url, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    finally:
+        conn.close()
+
+
+def raw_chunks(
+    path: str, method: str, url: str, body: bytes = b"", headers: dict | None = None
+) -> list[bytes]:
+    """The HTTP chunks of a chunked answer, as the server framed them."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(30)
+    sock.connect(path)
+    head = (
+        f"{method} {url} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {len(body)}\r\n"
+    )
+    for k, v in (headers or {}).items():
+        head += f"{k}: {v}\r\n"
+    sock.sendall(head.encode() + b"\r\n" + body)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    header_block, _, rest = data.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in header_block.lower(), header_block
+    chunks = []
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return chunks
+        chunks.append(rest[:size])
+        rest = rest[size + 2 :]
