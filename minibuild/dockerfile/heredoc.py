@@ -123,7 +123,8 @@ class _Lexer:
         return "".join(result), words.done()
 
     def single_quote(self) -> str:
-        result = [self.next()] if self.raw_quotes else []
+        opening = self.next()
+        result = [opening] if self.raw_quotes else []
         while True:
             ch = self.next()
             if ch == "":
@@ -212,15 +213,16 @@ class _Lexer:
         return name
 
     def possible_heredoc(self) -> str:
-        """`<<` takes the whitespace after it, so `<< EOF` stays one word."""
+        """`<<` (or `<<-`) takes the whitespace after it, so `<< EOF` and `<<- EOF` stay one word."""
         self.next()
         if self.peek() != "<":
             return "<"
-        self.next()
-        spaces = ""
+        marker = "<" + self.next()
+        if self.peek() == "-":
+            marker += self.next()
         while self.peek() != "" and gotext.is_space(self.peek()):
-            spaces += self.next()
-        return "<<" + spaces
+            marker += self.next()
+        return marker
 
 
 def shell_words(text: str, *, raw_quotes: bool, raw_escapes: bool) -> list[str]:
