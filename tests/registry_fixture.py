@@ -230,7 +230,8 @@ class TokenServer:
             "expires_in": 300,
             "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
         }
-        if method == "POST" and account:
+        offline = params.get("offline_token", [""])[0] == "true"  # docker login asks for a refresh token
+        if account and (method == "POST" or offline):
             body["refresh_token"] = f"{account}:{self.users[account]}"
         self._reply(handler, 200, body)
 

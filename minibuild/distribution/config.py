@@ -1,0 +1,79 @@
+"""Which registries are secure, and what Docker Hub is called (moby registry/config.go).
+
+A registry is "secure" (https only, certificates verified) unless it is listed in the daemon's insecure
+registries (a host[:port] or a CIDR) or its address is on loopback: moby's default insecure CIDR is
+127.0.0.0/8, so `localhost:5000` and `127.0.0.1:5000` are spoken to over http after https fails.
+Docker Hub goes by several names (`docker.io`, `index.docker.io`) and is keyed in credential stores by
+its legacy v1 URL `https://index.docker.io/v1/`.
+"""
+
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+
+INDEX_NAME = "docker.io"  # IndexName: the official index, as references spell it
+INDEX_HOSTNAME = "index.docker.io"
+INDEX_SERVER = "https://index.docker.io/v1/"  # IndexServer: Docker Hub's key in credential stores
+DEFAULT_V2_REGISTRY = "https://registry-1.docker.io"  # DefaultV2Registry: where docker.io images live
+DEFAULT_INSECURE_CIDRS = ("127.0.0.0/8",)
+
+
+@dataclass
+class ServiceConfig:
+    """The daemon's registry options (`--insecure-registry`, `--registry-mirror`)."""
+
+    insecure_registries: list[str] = field(default_factory=list)  # host[:port] or CIDR
+    mirrors: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.insecure_cidrs = [ipaddress.ip_network(c) for c in DEFAULT_INSECURE_CIDRS]
+        self.insecure_names: set[str] = set()
+        for entry in self.insecure_registries:
+            entry = entry.removeprefix("http://").removeprefix("https://").rstrip("/")
+            try:
+                self.insecure_cidrs.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                self.insecure_names.add(entry)
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """registrytypes.IndexInfo: a registry as the daemon sees it."""
+
+    name: str
+    secure: bool
+    official: bool
+
+
+def _host_addresses(host: str) -> list[ipaddress._BaseAddress]:
+    try:
+        return [ipaddress.ip_address(host.strip("[]"))]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return []  # unresolvable: moby treats it as secure and lets the connection fail later
+    return [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+
+
+def is_secure_index(config: ServiceConfig, index_name: str) -> bool:
+    """isSecureIndex: insecure when listed by name, or when any of its addresses is in an insecure CIDR."""
+    if index_name in config.insecure_names:
+        return False
+    host = index_name
+    if host.startswith("["):  # [::1]:5000
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    for address in _host_addresses(host):
+        if any(address in cidr for cidr in config.insecure_cidrs if cidr.version == address.version):
+            return False
+    return True
+
+
+def new_index_info(config: ServiceConfig, index_name: str) -> IndexInfo:
+    """newIndexInfo: the official index under any of its names, else the host[:port] as written."""
+    if index_name in (INDEX_NAME, INDEX_HOSTNAME):
+        return IndexInfo(INDEX_NAME, secure=True, official=True)
+    return IndexInfo(index_name, secure=is_secure_index(config, index_name), official=False)
