@@ -35,6 +35,7 @@ class RecordingBuildBackend:
         self.pruned: list[BuildCachePruneOptions] = []
         self.cancelled: list[str] = []
         self.jobs: dict[str, asyncio.Task] = {}
+        self.interrupted = threading.Event()  # set when a build saw asyncio.CancelledError
         self.started = threading.Event()  # set (from the daemon's thread) when a RUN sleep begins
 
     def read_context(self, config: BuildConfig) -> dict[str, bytes]:
@@ -80,7 +81,11 @@ class RecordingBuildBackend:
                 )
             elif words[:2] == ["RUN", "sleep"]:
                 self.started.set()
-                await asyncio.sleep(3600)
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    self.interrupted.set()
+                    raise
         image_id = "sha256:" + hashlib.sha256(files[name.lstrip("/")]).hexdigest()
         if out.aux_formatter is not None:
             out.aux_formatter.emit("", {"ID": image_id})
