@@ -1,6 +1,7 @@
 """Tests for minibuild.dockerfile.dockerignore: reading .dockerignore, matching, walking a context."""
 
 import os
+import re
 from functools import cache
 
 import pytest
@@ -17,6 +18,7 @@ from minibuild.dockerfile.dockerignore import (
     read_ignore_file,
     walk_context,
 )
+from minibuild.dockerfile.shell import GO_WHITESPACE
 
 # --- reading the file ------------------------------------------------------------------------------
 
@@ -400,3 +402,52 @@ def test_everything_below_an_excluded_directory_is_excluded(directory, rest):
     d = "/".join(directory)
     assert excluded(d + "/" + "/".join(rest), [d])
     assert not excluded(d + "/" + "/".join(rest), [d, "!" + d])
+
+
+def reference_regex(pattern: str) -> str | None:
+    """Upstream's Pattern.compile, building a regular expression as it does (None: not a regexp type)."""
+    regex, kind, i, first = "", "exact", 0, True
+    while i < len(pattern):
+        ch, i = pattern[i], i + 1
+        if ch == "*" and pattern[i : i + 1] == "*":
+            i += 1 + (pattern[i + 1 : i + 2] == "/")
+            if i == len(pattern):
+                regex, kind = (regex, "prefix") if kind == "exact" else (regex + ".*", "regexp")
+            else:
+                regex, kind = regex + "(.*/)?", "regexp"
+            kind = "suffix" if first else kind
+        elif ch in "*?":
+            regex, kind = regex + ("[^/]*" if ch == "*" else "[^/]"), "regexp"
+        elif ch == "\\":
+            regex, kind, i = regex + re.escape(pattern[i]), "regexp", i + 1
+        elif ch == "[":
+            end = pattern.index("]", i + 1)
+            regex, kind, i = regex + pattern[i - 1 : end + 1], "regexp", end + 1
+        else:
+            regex += ch if ch == "^" else re.escape(ch)
+        first = False
+    return regex if kind == "regexp" else None
+
+
+tokens = st.sampled_from(["a", "b", "/", ".", "*", "**", "?", "[ab]", "[^a]", "\\*", "^", "\n"])
+
+
+@given(st.lists(tokens, min_size=1, max_size=7).map("".join), st.text("ab/.*\n", max_size=10))
+def test_automaton_agrees_with_a_regexp(pattern, path):
+    pattern = pattern.strip(GO_WHITESPACE)
+    if "\n" in pattern or not pattern:
+        pattern = pattern.replace("\n", "x") or "x"
+    p = PatternMatcher([pattern]).patterns[0]
+    regex = reference_regex(p.cleaned_pattern)
+    if regex is not None:
+        assert p.match_type is MatchType.REGEXP
+        assert p.match(path) == (re.fullmatch(regex, path) is not None)
+
+
+def test_no_backtracking_blowup():
+    # Each would take exponential time in a backtracking regex engine; this one is linear.
+    deep = "a/" + "/".join(["d"] * 60)
+    assert not PatternMatcher(["a/" + "**/" * 12 + "x"]).matches(deep + "/y")
+    assert PatternMatcher(["a/" + "**/" * 12 + "y"]).matches(deep + "/y")
+    assert not PatternMatcher(["*a" * 15 + "*b"]).matches("a" * 80)
+    assert PatternMatcher(["*a" * 15 + "*b"]).matches("a" * 80 + "b")

@@ -11,7 +11,6 @@ with `!` are exceptions that include paths again; the last pattern that matches 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from enum import Enum
 
@@ -93,12 +92,12 @@ def _dir(path: str) -> str:
 
 
 class MatchType(Enum):
-    """How a pattern is matched: most patterns need no regular expression at all."""
+    """How a pattern is matched: most patterns need no automaton at all."""
 
     EXACT = "exact"  # no wildcard: path == pattern
     PREFIX = "prefix"  # `dir/**`: path starts with `dir/`
     SUFFIX = "suffix"  # `**/name`: path ends with `/name` or is `name`
-    REGEXP = "regexp"
+    REGEXP = "regexp"  # anything else: run the compiled automaton
 
 
 class Pattern:
@@ -107,7 +106,7 @@ class Pattern:
     def __init__(self, cleaned_pattern: str, exclusion: bool) -> None:
         self.cleaned_pattern = cleaned_pattern
         self.exclusion = exclusion
-        self.match_type, self.regexp = _compile(cleaned_pattern)
+        self.match_type, self.program = _compile(cleaned_pattern)
 
     def __repr__(self) -> str:
         return f"Pattern({'!' if self.exclusion else ''}{self.cleaned_pattern})"
@@ -121,16 +120,30 @@ class Pattern:
         if self.match_type is MatchType.SUFFIX:
             suffix = self.cleaned_pattern[2:]  # without the leading **
             return path.endswith(suffix) or (suffix.startswith("/") and path == suffix[1:])
-        return self.regexp.fullmatch(path) is not None
+        return self.program.fullmatch(path)
 
 
-def _compile(pattern: str) -> tuple[MatchType, re.Pattern[str] | None]:
-    """Classify `pattern` and, if it needs one, translate it to a regular expression (Pattern.compile).
+class _Op(Enum):
+    """The instructions a pattern compiles to. Upstream builds a Go regexp; each instruction is the
+    piece of that regexp named on its right, and matches exactly what that piece matches."""
+
+    LIT = "lit"  # one given character (the instruction's argument)
+    ANY = "any"  # ?       [^/]
+    CLASS = "class"  # [...]  a character class; arguments: negated, ((lo, hi), ...)
+    STAR = "star"  # *     [^/]*
+    DIRS = "dirs"  # **/   (.*/)?  -- an entry, then DIRS_LOOP
+    DIRS_LOOP = "dirs-loop"
+    REST = "rest"  # trailing ** after a wildcard: .*
+    START = "start"  # ^   left unescaped upstream: an anchor, true only before the first character
+
+
+def _compile(pattern: str) -> tuple[MatchType, _Automaton | None]:
+    """Classify `pattern` and, if it needs one, compile its automaton (Pattern.compile).
 
     Raises DockerignoreError ("syntax error in pattern", Go's filepath.ErrBadPattern) for an
     unterminated or empty `[...]`, a bad range, or a trailing `\\`.
     """
-    regex = []
+    program: list[tuple] = []
     kind = MatchType.EXACT
     i = 0  # characters consumed
     first = True
@@ -145,69 +158,64 @@ def _compile(pattern: str) -> tuple[MatchType, re.Pattern[str] | None]:
                 if kind is MatchType.EXACT:
                     kind = MatchType.PREFIX
                 else:
-                    regex.append(".*")
+                    program.append((_Op.REST,))
                     kind = MatchType.REGEXP
             else:
-                regex.append("(.*/)?")
+                program += [(_Op.DIRS,), (_Op.DIRS_LOOP,)]
                 kind = MatchType.REGEXP
             if first:
                 kind = MatchType.SUFFIX  # a later wildcard turns it into REGEXP again
         elif ch == "*":
-            regex.append("[^/]*")
+            program.append((_Op.STAR,))
             kind = MatchType.REGEXP
         elif ch == "?":
-            regex.append("[^/]")
+            program.append((_Op.ANY,))
             kind = MatchType.REGEXP
         elif ch == "\\":
             if i == len(pattern):
                 raise DockerignoreError("syntax error in pattern")
             # An escaped character is literal, as filepath.Match says. (Upstream hands `\x` to Go's
             # regexp, so `\d`-style escapes there mean character classes; no .dockerignore relies on it.)
-            regex.append(re.escape(pattern[i]))
+            program.append((_Op.LIT, pattern[i]))
             i += 1
             kind = MatchType.REGEXP
         elif ch == "[":
-            cls, i = _bracket(pattern, i)
-            regex.append(cls)
+            negated, ranges, i = _bracket(pattern, i)
+            program.append((_Op.CLASS, negated, ranges))
             kind = MatchType.REGEXP
         elif ch == "]":
-            regex.append(r"\]")
+            program.append((_Op.LIT, ch))
             kind = MatchType.REGEXP
         elif ch == "^":
-            regex.append("^")  # upstream leaves it unescaped: an anchor that fails mid-pattern
+            program.append((_Op.START,))
         else:
-            regex.append(re.escape(ch))
+            program.append((_Op.LIT, ch))
         first = False
     if kind is not MatchType.REGEXP:
         return kind, None
-    return kind, re.compile("".join(regex))
+    return kind, _Automaton(tuple(program))
 
 
-def _bracket(pattern: str, i: int) -> tuple[str, int]:
-    """Translate the class starting after the `[` at pattern[i-1]; return it and the index past `]`.
+def _bracket(pattern: str, i: int) -> tuple[bool, tuple[tuple[str, str], ...], int]:
+    """Parse the class starting after the `[` at pattern[i-1]: (negated, ranges, index past `]`).
 
     Syntax as filepath.Match: optional `^` (negation), then one or more characters or ranges
     `lo-hi`, where `\\` escapes a character and `-` or `]` must be escaped. Upstream passes the
     class to Go's regexp, which also rejects a reversed range (`[z-a]`); so do we, when compiling.
     Classes mean what filepath.Match says; upstream's regexp also reads `[[:alpha:]]`-style classes.
     """
-    out = ["["]
-    if pattern.startswith("^", i):
-        out.append("^")
-        i += 1
-    count = 0
-    while True:
-        if pattern.startswith("]", i) and count > 0:
-            out.append("]")
-            return "".join(out), i + 1
+    negated = pattern.startswith("^", i)
+    i += negated
+    ranges = []
+    while not (pattern.startswith("]", i) and ranges):
         lo, i = _class_char(pattern, i)
         hi = lo
         if pattern.startswith("-", i):
             hi, i = _class_char(pattern, i + 1)
             if hi < lo:
                 raise DockerignoreError("syntax error in pattern")
-        out.append(re.escape(lo) if lo == hi else re.escape(lo) + "-" + re.escape(hi))
-        count += 1
+        ranges.append((lo, hi))
+    return negated, tuple(ranges), i + 1
 
 
 def _class_char(pattern: str, i: int) -> tuple[str, int]:
@@ -219,6 +227,76 @@ def _class_char(pattern: str, i: int) -> tuple[str, int]:
         if i >= len(pattern):
             raise DockerignoreError("syntax error in pattern")
     return pattern[i], i + 1
+
+
+class _Automaton:
+    """Runs a compiled pattern over a path in linear time, as Go's RE2 engine does.
+
+    Python's re backtracks: `*a*a*a*a*b` or `**/**/**/x` would take exponential time there. Here
+    the automaton is in a set of states (instruction indexes) at once; each step computes the
+    next set, and steps are cached, so a walk over many paths mostly does dictionary lookups.
+    """
+
+    def __init__(self, program: tuple[tuple, ...]) -> None:
+        self.program = program
+        self.start = self._closure({0}, at_start=True)
+        self._steps: dict[tuple[frozenset[int], str], frozenset[int]] = {}
+
+    def fullmatch(self, path: str) -> bool:
+        states = self.start
+        for ch in path:
+            key = (states, ch)
+            following = self._steps.get(key)
+            if following is None:
+                following = self._steps[key] = self._step(states, ch)
+            if not following:
+                return False
+            states = following
+        return len(self.program) in states  # the index past the last instruction: matched
+
+    def _step(self, states: frozenset[int], ch: str) -> frozenset[int]:
+        """The states after reading `ch` (`.` never matches a newline; classes and `[^/]` do)."""
+        after = set()
+        for n in states:
+            if n == len(self.program):
+                continue
+            op, *args = self.program[n]
+            match op:
+                case _Op.LIT if ch == args[0]:
+                    after.add(n + 1)
+                case _Op.ANY if ch != "/":
+                    after.add(n + 1)
+                case _Op.CLASS if any(lo <= ch <= hi for lo, hi in args[1]) != args[0]:
+                    after.add(n + 1)
+                case _Op.STAR if ch != "/":
+                    after.add(n)
+                case _Op.REST if ch != "\n":
+                    after.add(n)
+                case _Op.DIRS_LOOP if ch != "\n":
+                    after.add(n)  # still inside .*
+                    if ch == "/":
+                        after.add(n + 1)  # ... or this was the / that ends (.*/)
+        return self._closure(after, at_start=False)
+
+    def _closure(self, states: set[int], at_start: bool) -> frozenset[int]:
+        """Add the states reachable without reading a character."""
+        todo, seen = list(states), set(states)
+        while todo:
+            n = todo.pop()
+            match self.program[n][0] if n < len(self.program) else None:
+                case _Op.STAR | _Op.REST:
+                    targets: tuple[int, ...] = (n + 1,)  # zero repetitions
+                case _Op.START if at_start:
+                    targets = (n + 1,)
+                case _Op.DIRS:
+                    targets = (n + 1, n + 2)  # enter (.*/) or skip it
+                case _:
+                    continue
+            for t in targets:
+                if t not in seen:
+                    seen.add(t)
+                    todo.append(t)
+        return frozenset(seen)
 
 
 class PatternMatcher:

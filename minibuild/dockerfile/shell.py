@@ -131,37 +131,34 @@ class _Words:
     """Splits the expanded text into words while it is being built (upstream's wordsStruct)."""
 
     def __init__(self) -> None:
-        self.buf = ""
+        self.parts: list[str] = []  # the word being built
+        self.size = 0  # its length: an empty quoted string adds a part but no word
         self.words: list[str] = []
         self.in_word = False
 
     def add_char(self, ch: str) -> None:
-        if ch in _GO_SPACE:
-            if self.in_word and self.buf:
-                self.words.append(self.buf)
-                self.buf = ""
-                self.in_word = False
-        else:
-            self.add_raw_char(ch)
+        if ch not in _GO_SPACE:
+            self.add_raw_string(ch)
+        elif self.in_word and self.size:
+            self._end_word()
 
-    def add_raw_char(self, ch: str) -> None:
-        self.buf += ch
+    def add_raw_string(self, text: str) -> None:
+        self.parts.append(text)
+        self.size += len(text)
         self.in_word = True
 
     def add_string(self, text: str) -> None:
         for ch in text:
             self.add_char(ch)
 
-    def add_raw_string(self, text: str) -> None:
-        self.buf += text
-        self.in_word = True
-
     def get_words(self) -> list[str]:
-        if self.buf:
-            self.words.append(self.buf)
-            self.buf = ""
-            self.in_word = False
+        if self.size:
+            self._end_word()
         return self.words
+
+    def _end_word(self) -> None:
+        self.words.append("".join(self.parts))
+        self.parts, self.size, self.in_word = [], 0, False
 
 
 class _ShellWord:
@@ -217,12 +214,12 @@ class _ShellWord:
             ch = self.next()
             if ch == self.lex.escape_token:
                 if self.raw_escapes:
-                    words.add_raw_char(ch)
+                    words.add_raw_string(ch)
                     result.append(ch)
                 ch = self.next()
                 if ch == EOF:
                     break  # an escape token at the very end is dropped
-                words.add_raw_char(ch)
+                words.add_raw_string(ch)
             else:
                 words.add_char(ch)
             result.append(ch)
