@@ -14,11 +14,13 @@ and deleted at teardown:
 """
 
 import base64
+import io
 import json
 import secrets
 import shutil
 import socket
 import subprocess
+import tarfile
 import tempfile
 import threading
 import time
@@ -33,6 +35,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import bcrypt_pure
 import pytest
+
+from minibuild.distribution.images import LocalStores
+from minibuild.image.refstore import ReferenceStore
+from minibuild.image.store import ImageStore
+from minibuild.layer import LayerStore
 
 REGISTRY_BINARY = shutil.which("docker-registry") or shutil.which("registry")
 USERNAME = "testuser"
@@ -397,3 +404,60 @@ def basic_registry() -> Iterator[RunningRegistry]:
 def token_registry(token_keys: TokenKeys) -> Iterator[RunningRegistry]:
     with run_registry("token", keys=token_keys) as running:
         yield running
+
+
+# --- local images to push ---------------------------------------------------------------------------------
+
+
+def layer_tar(files: dict[str, bytes]) -> bytes:
+    """A layer diff tar of these regular files (fixed owner and times: same files, same diff ID)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def new_local_stores(root: Path) -> LocalStores:
+    """A layer, image and reference store under `root` (what the daemon keeps in its data root)."""
+    layers = LayerStore(root / "layers")
+    return LocalStores(
+        layers, ImageStore(root / "images", layers), ReferenceStore(root / "repositories.json")
+    )
+
+
+def make_image(
+    stores: LocalStores,
+    layers: list[dict[str, bytes]],
+    *,
+    architecture: str = "amd64",
+    variant: str = "",
+    cmd: list[str] | None = None,
+) -> str:
+    """Commit an image made of these layers (bottom first) into `stores`; return its ID."""
+    parent = None
+    diff_ids = []
+    for files in layers:
+        layer = stores.layer_store.register(io.BytesIO(layer_tar(files)), parent)
+        if parent is not None:
+            stores.layer_store.release(parent)
+        parent = layer.chain_id
+        diff_ids.append(layer.diff_id)
+    config = {
+        "architecture": architecture,
+        "os": "linux",
+        "config": {"Cmd": cmd or ["sh"]},
+        "created": "2026-01-01T00:00:00Z",
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [
+            {"created": "2026-01-01T00:00:00Z", "created_by": f"layer {i}"} for i in range(len(layers))
+        ],
+    }
+    if variant:
+        config["variant"] = variant
+    image_id = stores.image_store.create(json.dumps(config, separators=(",", ":")).encode())
+    if parent is not None:
+        stores.layer_store.release(parent)  # the image holds its own reference now
+    return image_id
