@@ -18,7 +18,7 @@ from minibuild.dockerfile.dockerignore import (
     read_ignore_file,
     walk_context,
 )
-from minibuild.dockerfile.shell import GO_WHITESPACE
+from minibuild.dockerfile.gotext import trim_space
 
 # --- reading the file ------------------------------------------------------------------------------
 
@@ -434,7 +434,7 @@ tokens = st.sampled_from(["a", "b", "/", ".", "*", "**", "?", "[ab]", "[^a]", "\
 
 @given(st.lists(tokens, min_size=1, max_size=7).map("".join), st.text("ab/.*\n", max_size=10))
 def test_automaton_agrees_with_a_regexp(pattern, path):
-    pattern = pattern.strip(GO_WHITESPACE)
+    pattern = trim_space(pattern)
     if "\n" in pattern or not pattern:
         pattern = pattern.replace("\n", "x") or "x"
     p = PatternMatcher([pattern]).patterns[0]
@@ -451,3 +451,11 @@ def test_no_backtracking_blowup():
     assert PatternMatcher(["a/" + "**/" * 12 + "y"]).matches(deep + "/y")
     assert not PatternMatcher(["*a" * 15 + "*b"]).matches("a" * 80)
     assert PatternMatcher(["*a" * 15 + "*b"]).matches("a" * 80 + "b")
+
+
+def test_invalid_utf8_in_patterns_and_paths():
+    # exact patterns compare bytes; wildcard patterns read every invalid byte as U+FFFD, like Go's regexp
+    assert excluded("caf\udce9", ["caf\udce9"])
+    assert not excluded("caf\udcff", ["caf\udce9"])
+    assert excluded("caf\udcff", ["caf\udce9*"])
+    assert excluded("caf\ufffd", ["caf?"]) and excluded("caf\udce9", ["caf?"])

@@ -5,8 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minibuild.dockerfile.errors import DockerfileError
+from minibuild.dockerfile.gotext import is_space
 from minibuild.dockerfile.shell import (
-    GO_WHITESPACE,
     Lex,
     ShellError,
     build_envs,
@@ -273,7 +273,7 @@ def test_plain_text_is_unchanged(text):
 def _go_split(text: str) -> list[str]:
     words, word = [], []
     for ch in text:
-        if ch in GO_WHITESPACE:
+        if is_space(ch):
             words.append("".join(word))
             word = []
         else:
@@ -298,3 +298,15 @@ def test_literal_patterns_trim_like_str_methods(pattern, value):
     for greedy in (False, True):
         assert trim_prefix(pattern, value, greedy) == value.removeprefix(pattern)
         assert trim_suffix(pattern, value, greedy) == value.removesuffix(pattern)
+
+
+def test_invalid_utf8_reads_as_go_does():
+    # Dockerfiles are decoded with surrogateescape; Go's scanner reads each bad byte as U+FFFD,
+    # while values are inserted as they are (and ${V%x} reverses them as runes upstream).
+    env = {"V": "\udce9x"}
+    assert LEX.process_word("a\udce9$V", env) == "a\ufffd\udce9x"
+    assert LEX.process_word("${V#?}", env) == "x"
+    assert LEX.process_word("${V%x}", env) == "\ufffd"
+    assert error_of("'\udce9") == (
+        'failed to process "\'\\xe9": unexpected end of statement while looking for matching single-quote'
+    )

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from minibuild.dockerfile.shell import GO_WHITESPACE, Lex, ShellError
+from minibuild.dockerfile.gotext import trim_space
+from minibuild.dockerfile.shell import Lex, ShellError
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_VAR_TEST_ENV = ["PWD=/home", "SHELL=bash", "KOREAN=한국어", "NULL="]
@@ -41,10 +42,6 @@ def table_lines(path: Path) -> list[tuple[int, str]]:
     return [(n, line.removesuffix("\r")) for n, line in enumerate(lines, 1)]
 
 
-def trim(text: str) -> str:
-    return text.strip(GO_WHITESPACE)  # Go's strings.TrimSpace
-
-
 @dataclass
 class EnvVarRow:
     line: int
@@ -58,13 +55,13 @@ def load_env_var_test(path: Path) -> list[EnvVarRow]:
     for n, line in table_lines(path):
         if line.startswith("#"):
             continue
-        line = trim(line)
+        line = trim_space(line)
         if not line:
             continue
         fields = line.split("|")
         if len(fields) != 3:
             raise MalformedTable(f"{path.name} line {n}: expected 3 fields separated by |, got {len(fields)}")
-        platform, source, expected = (trim(f) for f in fields)
+        platform, source, expected = (trim_space(f) for f in fields)
         if platform not in ("A", "U", "W"):
             raise MalformedTable(f"{path.name} line {n}: platform must be W, A or U, got {platform!r}")
         rows.append(EnvVarRow(n, platform, source, expected))
@@ -91,7 +88,7 @@ def load_words_test(path: Path) -> list[WordsRow]:
         fields = line.split("|")
         if len(fields) != 2:
             raise MalformedTable(f"{path.name} line {n}: expected exactly one |, in {line!r}")
-        rows.append(WordsRow(n, trim(fields[0]), fields[1].lstrip(" ").split(","), list(env)))
+        rows.append(WordsRow(n, trim_space(fields[0]), fields[1].lstrip(" ").split(","), list(env)))
     return rows
 
 

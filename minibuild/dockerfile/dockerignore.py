@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterable, Iterator, Sequence
 from enum import Enum
 
-from minibuild.dockerfile.shell import GO_WHITESPACE
+from minibuild.dockerfile.gotext import replace_invalid, trim_space
 
 _MAX_LINE_BYTES = 64 * 1024  # bufio.Scanner's token limit: a longer line is an error, not a pattern
 
@@ -49,12 +49,12 @@ def read_ignore_file(content: str | bytes) -> list[str]:
             line = line.removeprefix("\ufeff")  # a UTF-8 byte-order mark
         if line.startswith("#"):  # checked before trimming: " # x" is a pattern
             continue
-        pattern = line.strip(GO_WHITESPACE)
+        pattern = trim_space(line)
         if not pattern:
             continue
         invert = pattern.startswith("!")
         if invert:
-            pattern = pattern[1:].strip(GO_WHITESPACE)
+            pattern = trim_space(pattern[1:])
         if pattern:
             pattern = clean(pattern)
             if len(pattern) > 1 and pattern.startswith("/"):
@@ -143,6 +143,8 @@ def _compile(pattern: str) -> tuple[MatchType, _Automaton | None]:
     Raises DockerignoreError ("syntax error in pattern", Go's filepath.ErrBadPattern) for an
     unterminated or empty `[...]`, a bad range, or a trailing `\\`.
     """
+    # Go's regexp reads each invalid UTF-8 byte as U+FFFD, in the pattern as in the path (see fullmatch).
+    pattern = replace_invalid(pattern)
     program: list[tuple] = []
     kind = MatchType.EXACT
     i = 0  # characters consumed
@@ -244,7 +246,7 @@ class _Automaton:
 
     def fullmatch(self, path: str) -> bool:
         states = self.start
-        for ch in path:
+        for ch in replace_invalid(path):
             key = (states, ch)
             following = self._steps.get(key)
             if following is None:
@@ -306,7 +308,7 @@ class PatternMatcher:
         self.patterns: list[Pattern] = []
         self.exclusions = False  # whether any pattern is a `!` exception
         for p in patterns:
-            p = p.strip(GO_WHITESPACE)
+            p = trim_space(p)
             if not p:
                 continue
             p = clean(p)

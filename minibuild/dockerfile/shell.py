@@ -19,13 +19,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from minibuild.dockerfile.errors import DockerfileError
+from minibuild.dockerfile.gotext import is_space, quote, replace_invalid, upper
 
 EOF = ""  # what the scanner's peek()/next() return at the end of the text
 
-# Go's unicode.IsSpace; Python's str.isspace() also counts U+001C..U+001F, which Go does not.
-GO_WHITESPACE = "\t\n\v\f\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B)))
-GO_WHITESPACE += "\u2028\u2029\u202f\u205f\u3000"
-_GO_SPACE = frozenset(GO_WHITESPACE)
 
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")  # POSIX special parameters: one character each
 
@@ -46,13 +43,19 @@ def _is_name_char(ch: str) -> bool:
     return _is_letter(ch) or _is_digit(ch) or ch == "_"
 
 
+def _scanned(text: str) -> str:
+    """The characters Go's text/scanner yields for `text`: a leading byte-order mark is skipped and
+    each invalid UTF-8 byte (a surrogate escape here, see gotext) reads as U+FFFD."""
+    return replace_invalid(text.removeprefix("\ufeff"))
+
+
 def build_envs(env: Mapping[str, str] | Iterable[str], case_insensitive: bool = False) -> dict[str, str]:
     """The lookup table for `env`: a mapping, or "K=V" strings where a later K wins (EnvsFromSlice).
 
     A string without `=` defines its name with an empty value. With `case_insensitive` (what
     NormalizeEnvKey does on Windows) names are compared upper-cased.
     """
-    norm = str.upper if case_insensitive else str
+    norm = upper if case_insensitive else str
     if isinstance(env, Mapping):
         return {norm(k): v for k, v in env.items()}
     if isinstance(env, str):
@@ -108,7 +111,7 @@ class Lex:
         try:
             result, words = sw.process_stop_on(EOF, self.raw_escapes)
         except ShellError as err:
-            raise ShellError(f"failed to process {go_quote(word)}: {err}") from None
+            raise ShellError(f"failed to process {quote(word)}: {err}") from None
         return ProcessWordResult(result, words, sw.matches, sw.nonmatches)
 
     def process_word(self, word: str, env: Mapping[str, str] | Iterable[str]) -> str:
@@ -137,7 +140,7 @@ class _Words:
         self.in_word = False
 
     def add_char(self, ch: str) -> None:
-        if ch not in _GO_SPACE:
+        if not is_space(ch):
             self.add_raw_string(ch)
         elif self.in_word and self.size:
             self._end_word()
@@ -170,8 +173,7 @@ class _ShellWord:
         self.raw_escapes = lex.raw_escapes
         self.matches: set[str] = set()
         self.nonmatches: set[str] = set()
-        # Go's text/scanner skips a byte-order mark at the very start of its input.
-        self.text = word[1:] if word.startswith("\ufeff") else word
+        self.text = _scanned(word)
         self.pos = 0
 
     def peek(self) -> str:
@@ -374,7 +376,7 @@ class _ShellWord:
         return "".join(name)
 
     def get_env(self, name: str) -> tuple[str, bool]:
-        key = name.upper() if self.lex.case_insensitive else name
+        key = upper(name) if self.lex.case_insensitive else name
         if key in self.envs:
             self.matches.add(name)
             return self.envs[key], True
@@ -399,7 +401,7 @@ def _compile_substitution_pattern(pattern: str, greedy: bool, anchored: bool) ->
 
 def convert_shell_pattern_to_regex(pattern: str, greedy: bool, anchored: bool) -> str:
     """The regular expression (Python syntax) for a substitution pattern (see above)."""
-    text = pattern[1:] if pattern.startswith("\ufeff") else pattern  # text/scanner drops a leading BOM
+    text = _scanned(pattern)
     out = ["^"] if anchored else []
     star = ".*" if greedy else ".*?"
     i = 0
@@ -435,6 +437,7 @@ def trim_suffix(pattern: str, value: str, greedy: bool) -> str:
     A regular expression cannot find the shortest rightmost match, so search the reversed value
     with the reversed pattern from the left instead.
     """
+    value = replace_invalid(value)  # upstream reverses it as runes, which turns invalid bytes into U+FFFD
     return trim_prefix(reverse_pattern(pattern), value[::-1], greedy)[::-1]
 
 
@@ -491,27 +494,3 @@ def _go_expand(template: str, match: str) -> str:
         i = end + brace
     out.append(template[i:])
     return "".join(out)
-
-
-def go_quote(text: str) -> str:
-    """`text` as Go's strconv.Quote (and fmt's %q) writes it; used in upstream's error messages."""
-    out = ['"']
-    for ch in text:
-        code = ord(ch)
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch.isprintable():  # Go's IsPrint: letters, marks, numbers, punctuation, symbols, space
-            out.append(ch)
-        elif ch in _SHORT_ESCAPES:
-            out.append(_SHORT_ESCAPES[ch])
-        elif code < 0x20 or code == 0x7F or 0xDC80 <= code <= 0xDCFF:  # the last: undecodable bytes
-            out.append(f"\\x{code & 0xFF:02x}")
-        elif code <= 0xFFFF:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
-
-
-_SHORT_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
