@@ -199,6 +199,11 @@ class ChallengeManager:
         return self._challenges.get(_ping_key(url), [])
 
 
+def basic_authorization(username: str, password: str) -> str:
+    """The Authorization header value of HTTP Basic auth."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
 # --- handlers ---------------------------------------------------------------------------------------------
 
 
@@ -255,11 +260,11 @@ class TokenHandler:
         query += [("scope", s) for s in self.scopes]
         if self.offline_access:
             query += [("offline_token", "true"), ("client_id", AUTH_CLIENT_ID)]
-        basic = None
+        headers = {}
         if self.auth.username and self.auth.password:
             query.append(("account", self.auth.username))
-            basic = aiohttp.BasicAuth(self.auth.username, self.auth.password)
-        doc = await self._token_request("GET", realm, params=query, auth=basic)
+            headers["Authorization"] = basic_authorization(self.auth.username, self.auth.password)
+        doc = await self._token_request("GET", realm, params=query, headers=headers)
         token = doc.get("access_token") or doc.get("token")
         if not token:
             raise RegistryError("authorization server did not include a token in the response")
@@ -327,5 +332,4 @@ class Authorizer:
             elif challenge.scheme == "basic":
                 if not (self.auth.username and self.auth.password):
                     raise NoBasicAuthCredentials()
-                token = base64.b64encode(f"{self.auth.username}:{self.auth.password}".encode()).decode()
-                headers["Authorization"] = f"Basic {token}"
+                headers["Authorization"] = basic_authorization(self.auth.username, self.auth.password)
