@@ -55,7 +55,8 @@ class ConfigFile:
         self.path = path
         self.data = dict(data or {})
         self.auths: dict[str, AuthConfig] = {}
-        raw_auths = self.data.pop("auths", None) or {}
+        raw_auths = self.data.pop("auths", None)
+        raw_auths = {} if raw_auths is None else raw_auths
         if not isinstance(raw_auths, dict):
             raise ConfigFileError(f"{path}: auths must be an object")
         for server, entry in raw_auths.items():
