@@ -320,3 +320,89 @@ def test_pushed_manifest_is_docker_schema2(registry, env):
         "digest": image_id,
     }
     assert manifest_file.read_bytes().startswith(b'{\n   "schemaVersion": 2,\n   "mediaType"')
+
+
+def test_downloads_and_uploads_beyond_the_concurrency_limit_wait(registry, env):
+    (src_service, src), (dst_service, dst) = env["src"], env["dst"]
+    name = f"{registry.host}/layered:v1"
+    image_id = make_image(src, [{f"file{i}": os.urandom(200_000)} for i in range(7)])
+    tag(src, name, image_id)
+    pushed = MessageCollector()
+    run(push_image(src_service, src, name, progress=pushed))
+    assert [s for _, s in pushed.statuses()].count("Waiting") == 2  # 7 layers, 5 uploads at a time
+    pulled = MessageCollector()
+    assert run(pull_image(dst_service, dst, name, progress=pulled)) == image_id
+    assert [s for _, s in pulled.statuses()].count("Waiting") == 4  # 7 layers, 3 downloads at a time
+
+
+def test_oci_manifest_and_index_pull(registry, env):
+    """An image pushed in OCI form (as BuildKit and other tools push) pulls to the same image."""
+    (src_service, src), (dst_service, dst) = env["src"], env["dst"]
+    image_id = make_image(src, [BASE, APP])
+    tag(src, f"{registry.host}/oci:docker", image_id)
+    [pushed] = run(push_image(src_service, src, f"{registry.host}/oci:docker"))
+    docker_manifest = json.loads(registry.blob_path(pushed.digest).read_bytes())
+    oci_manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {**docker_manifest["config"], "mediaType": "application/vnd.oci.image.config.v1+json"},
+            "layers": [
+                {**layer, "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip"}
+                for layer in docker_manifest["layers"]
+            ],
+        }
+    ).encode()
+    oci_digest = put_manifest(
+        registry, "oci", "oci-manifest", oci_manifest, "application/vnd.oci.image.manifest.v1+json"
+    )
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": oci_digest,
+                    "size": len(oci_manifest),
+                    "platform": {"os": "linux", "architecture": "amd64"},
+                }
+            ],
+        }
+    ).encode()
+    put_manifest(registry, "oci", "oci-index", index, "application/vnd.oci.image.index.v1+json")
+    assert run(pull_image(dst_service, dst, f"{registry.host}/oci:oci-manifest")) == image_id
+    other = new_local_stores(dst.layer_store.root.parent / "other")
+    got = run(
+        pull_image(dst_service, other, f"{registry.host}/oci:oci-index", platform=Platform("linux", "amd64"))
+    )
+    assert got == image_id
+
+
+def test_pull_by_digest(registry, env):
+    (src_service, src), (dst_service, dst) = env["src"], env["dst"]
+    image_id = make_image(src, [BASE])
+    tag(src, f"{registry.host}/bydigest:v1", image_id)
+    [pushed] = run(push_image(src_service, src, f"{registry.host}/bydigest:v1"))
+    name = f"{registry.host}/bydigest@{pushed.digest}"
+    out = MessageCollector()
+    assert run(pull_image(dst_service, dst, name, progress=out)) == image_id
+    assert out.statuses()[0] == (name, "Pulling from bydigest")
+    assert out.statuses()[-1] == ("", f"Status: Downloaded newer image for {name}")
+    assert dst.get_reference(parse_normalized_named(name)) == image_id
+    wrong = f"{registry.host}/bydigest@sha256:{'0' * 64}"
+    with pytest.raises(PullNotFoundError, match="manifest unknown"):
+        run(pull_image(dst_service, dst, wrong))
+
+
+def put_manifest(registry, repository, reference, body, media_type):
+    import aiohttp
+
+    async def put():
+        async with aiohttp.ClientSession() as session:
+            url = f"{registry.url}/v2/{repository}/manifests/{reference}"
+            async with session.put(url, data=body, headers={"Content-Type": media_type}) as resp:
+                assert resp.status == 201, await resp.text()
+                return resp.headers["Docker-Content-Digest"]
+
+    return run(put())

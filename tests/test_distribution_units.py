@@ -28,7 +28,7 @@ from minibuild.distribution import (
 )
 from minibuild.distribution.auth import ChallengeManager, RepositoryScope, parse_challenge
 from minibuild.distribution.client import Descriptor, _rechunk
-from minibuild.distribution.config import ServiceConfig, is_secure_index, new_index_info
+from minibuild.distribution.config import ServiceConfig, is_secure_index, new_index_info, proxy_for
 from minibuild.distribution.errors import (
     ErrcodeError,
     ErrcodeErrors,
@@ -494,3 +494,16 @@ def test_bcrypt_agrees_with_the_system_crypt():
     if crypt.crypt("probe", "$2b$04$" + "a" * 22) is None:
         pytest.skip("this system's crypt(3) has no bcrypt")
     assert crypt.crypt("s3cret pässword", hashed) == hashed
+
+
+def test_proxies_come_from_the_environment_as_go_reads_them(monkeypatch):
+    for name in ("https_proxy", "http_proxy", "no_proxy", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3129")
+    monkeypatch.setenv("NO_PROXY", "internal.example")
+    assert proxy_for("https://registry-1.docker.io/v2/") == "http://proxy.example:3128"
+    assert proxy_for("http://registry.example/v2/") == "http://proxy.example:3129"
+    assert proxy_for("http://127.0.0.1:5000/v2/") is None
+    assert proxy_for("http://localhost:5000/v2/") is None
+    assert proxy_for("https://internal.example/v2/") is None

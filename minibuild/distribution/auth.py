@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from minibuild.distribution.config import INDEX_SERVER, IndexInfo
+from minibuild.distribution.config import INDEX_SERVER, IndexInfo, proxy_for
 from minibuild.distribution.errors import (
     NoBasicAuthCredentials,
     RegistryError,
@@ -287,7 +287,7 @@ class TokenHandler:
     async def _token_request(self, method: str, realm: str, **kwargs: object) -> dict:
         """One request to the token server; its JSON answer (a refresh token in it is kept)."""
         try:
-            async with self.session.request(method, realm, **kwargs) as resp:
+            async with self.session.request(method, realm, proxy=proxy_for(realm), **kwargs) as resp:
                 body = await resp.read()
                 if not 200 <= resp.status < 300:
                     challenges = response_challenges(resp.status, resp.headers.getall("WWW-Authenticate", []))

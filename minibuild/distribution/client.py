@@ -21,6 +21,7 @@ import aiohttp
 
 from minibuild import __version__
 from minibuild.distribution.auth import Authorizer, response_challenges
+from minibuild.distribution.config import proxy_for
 from minibuild.distribution.errors import RegistryError, URLError, handle_error_response
 
 USER_AGENT = f"minibuild/{__version__} python/{platform.python_version()} os/linux arch/{platform.machine()}"
@@ -106,6 +107,7 @@ class Transport:
                 data=data,
                 timeout=timeout,
                 ssl=self.ssl,
+                proxy=proxy_for(url),
                 auto_decompress=False,
             ) as resp:
                 yield resp

@@ -4,12 +4,14 @@ A registry is "secure" (https only, certificates verified) unless it is listed i
 registries (a host[:port] or a CIDR) or its address is on loopback: moby's default insecure CIDR is
 127.0.0.0/8, so `localhost:5000` and `127.0.0.1:5000` are spoken to over http after https fails.
 Docker Hub goes by several names (`docker.io`, `index.docker.io`) and is keyed in credential stores by
-its legacy v1 URL `https://index.docker.io/v1/`.
+its legacy v1 URL `https://index.docker.io/v1/`. Proxies come from the environment as Go reads them.
 """
 
 import ipaddress
 import socket
+import urllib.request
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 INDEX_NAME = "docker.io"  # IndexName: the official index, as references spell it
 INDEX_HOSTNAME = "index.docker.io"
@@ -77,3 +79,18 @@ def new_index_info(config: ServiceConfig, index_name: str) -> IndexInfo:
     if index_name in (INDEX_NAME, INDEX_HOSTNAME):
         return IndexInfo(INDEX_NAME, secure=True, official=True)
     return IndexInfo(index_name, secure=is_secure_index(config, index_name), official=False)
+
+
+def proxy_for(url: str) -> str | None:
+    """http.ProxyFromEnvironment: HTTPS_PROXY/HTTP_PROXY by scheme, unless NO_PROXY matches or the host
+    is loopback (Go never proxies localhost)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        if host == "localhost" or ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    if urllib.request.proxy_bypass_environment(host):
+        return None
+    return urllib.request.getproxies_environment().get(parts.scheme)
