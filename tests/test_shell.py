@@ -1,5 +1,7 @@
 """Unit tests for minibuild.dockerfile.shell (beyond upstream's two tables, see test_shell_conformance.py)."""
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,7 +12,9 @@ from minibuild.dockerfile.shell import (
     Lex,
     ShellError,
     build_envs,
+    compile_substitution_pattern,
     reverse_pattern,
+    search,
     trim_prefix,
     trim_suffix,
 )
@@ -310,3 +314,24 @@ def test_invalid_utf8_reads_as_go_does():
     assert error_of("'\udce9") == (
         'failed to process "\'\\xe9": unexpected end of statement while looking for matching single-quote'
     )
+
+
+def reference_regex(pattern: str, greedy: bool) -> str:
+    """Upstream's convertShellPatternToRegex for patterns without escapes, in Python's syntax."""
+    star = ".*" if greedy else ".*?"
+    return "".join(star if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+
+
+@given(st.text("ab*?", max_size=6), st.text("ab\n", max_size=8), st.booleans(), st.booleans())
+def test_pike_vm_finds_what_a_backtracking_regexp_finds(pattern, text, greedy, anchored):
+    regex = re.compile(reference_regex(pattern, greedy))
+    expected = regex.match(text) if anchored else regex.search(text)
+    got = search(compile_substitution_pattern(pattern, greedy), text, anchored=anchored)
+    assert got == (expected.span() if expected else None)
+
+
+def test_no_backtracking_blowup():
+    # exponential for a backtracking regexp engine, linear here
+    assert expand("${X#" + "*a" * 15 + "*b}", X="a" * 300) == "a" * 300
+    assert expand("${X%%" + "*a" * 15 + "*b}", X="a" * 300 + "b") == ""
+    assert expand("${X//" + "*a" * 15 + "*b/-}", X="a" * 300) == "a" * 300

@@ -14,7 +14,6 @@ special (`$@`, `$$`, ...) parameters are never set, so they expand to "".
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -344,11 +343,11 @@ class _ShellWord:
         value, found = self.get_env(name)
         if self.lex.skip_unset_env and not found:
             return "${" + name + ("//" if replace_all else "/") + pattern + "/" + replacement + "}"
-        regex = _compile_substitution_pattern(pattern, greedy=True, anchored=False)
+        program = compile_substitution_pattern(pattern, greedy=True)
         if replace_all:
-            return _go_replace_all(regex, value, replacement)
-        m = regex.search(value)
-        return value if m is None else value[: m.start()] + replacement + value[m.end() :]
+            return _go_replace_all(program, value, replacement)
+        m = search(program, value)
+        return value if m is None else value[: m[0]] + replacement + value[m[1] :]
 
     def _stop_on_brace(self, stop_char: str, raw_escapes: bool, missing: str) -> str:
         """process_stop_on, reporting running off the end of the text as `missing`."""
@@ -384,51 +383,95 @@ class _ShellWord:
         return "", False
 
 
-# --- ${NAME#pattern}, ${NAME%pattern}, ${NAME/pattern/repl}: shell wildcards as regular expressions ---
+# --- ${NAME#pattern}, ${NAME%pattern}, ${NAME/pattern/repl}: shell wildcards, matched like Go's regexp ---
+#
+# Upstream turns the pattern into a Go regexp (convertShellPatternToRegex) and uses its leftmost-first
+# match. Go's engine (RE2) takes linear time; Python's re backtracks, and `${X#*a*a*a*a*b}` on a long
+# value would stall the build. So the pattern compiles to a tiny program run by a Pike VM, the
+# algorithm RE2 uses for match positions: all threads advance together, in priority order.
 
 
-def _compile_substitution_pattern(pattern: str, greedy: bool, anchored: bool) -> re.Pattern[str]:
-    """Compile a `*`/`?` wildcard pattern (no bracket expressions), upstream's convertShellPatternToRegex.
+def compile_substitution_pattern(pattern: str, greedy: bool) -> tuple[tuple, ...]:
+    """The program for a `*`/`?` wildcard pattern (no bracket expressions).
 
-    `*` is the longest or (not `greedy`) the shortest run of characters, `?` one character; `\\`
-    escapes `*`, `?` and `\\` and is dropped before `}` and `/`; any other escape is an error.
+    `*` is the longest (`greedy`) or the shortest run of characters, `?` one character (neither
+    matches a newline, as `.` in a regexp); `\\` escapes `*`, `?` and `\\` and is dropped before
+    `}` and `/`; any other escape is an error. Instructions: ("char", c), ("any",), ("split", x, y)
+    (try x first, then y), ("jmp", x), ("match",).
     """
-    try:
-        return re.compile(convert_shell_pattern_to_regex(pattern, greedy, anchored))
-    except ShellError as err:
-        raise ShellError(f"invalid pattern ({pattern}) in substitution: {err}") from None
-
-
-def convert_shell_pattern_to_regex(pattern: str, greedy: bool, anchored: bool) -> str:
-    """The regular expression (Python syntax) for a substitution pattern (see above)."""
     text = _scanned(pattern)
-    out = ["^"] if anchored else []
-    star = ".*" if greedy else ".*?"
+    program: list[tuple] = []
     i = 0
     while i < len(text):
         tok = text[i]
         i += 1
         if tok == "*":
-            out.append(star)
+            n = len(program)  # n: split, n+1: any, n+2: back to n; n+3 is what follows
+            program += [("split", n + 1, n + 3) if greedy else ("split", n + 3, n + 1), ("any",), ("jmp", n)]
         elif tok == "?":
-            out.append(".")
+            program.append(("any",))
         elif tok == "\\":
             following = text[i] if i < len(text) else EOF
             if following in ("}", "/"):
                 continue  # `\}` and `\/` only protect the character from ending the ${...}
             if following not in ("*", "?", "\\"):
-                raise ShellError(f"invalid escape '\\{following or chr(0xFFFD)}'")
-            out.append(re.escape(following))
+                bad = f"invalid escape '\\{following or chr(0xFFFD)}'"
+                raise ShellError(f"invalid pattern ({pattern}) in substitution: {bad}")
+            program.append(("char", following))
             i += 1
         else:
-            out.append(re.escape(tok))
-    return "".join(out)
+            program.append(("char", tok))
+    program.append(("match",))
+    return tuple(program)
+
+
+def search(
+    program: tuple[tuple, ...], text: str, pos: int = 0, anchored: bool = False
+) -> tuple[int, int] | None:
+    """(start, end) of the leftmost-first match of `program` in text[pos:], or None."""
+    found = None
+    threads: list[tuple[int, int]] = []  # (instruction, start of the match), highest priority first
+    seen: set[int] = set()
+    for at in range(pos, len(text) + 1):
+        if found is None and (at == pos or not anchored):
+            _add_thread(program, threads, seen, 0, at)  # a match starting here has the lowest priority
+        if not threads:
+            if found is not None or anchored:
+                break
+            continue
+        ch = text[at] if at < len(text) else EOF
+        following: list[tuple[int, int]] = []
+        following_seen: set[int] = set()
+        for pc, start in threads:
+            op = program[pc]
+            if op[0] == "match":
+                found = (start, at)
+                break  # the threads after this one could only find a lower-priority match
+            if ch != EOF and (op[0] == "any" and ch != "\n" or op[0] == "char" and ch == op[1]):
+                _add_thread(program, following, following_seen, pc + 1, start)
+        threads, seen = following, following_seen
+    return found
+
+
+def _add_thread(program: tuple[tuple, ...], threads: list, seen: set[int], pc: int, start: int) -> None:
+    """Follow jumps and splits from `pc` (in priority order) to the instructions that read or match."""
+    if pc in seen:
+        return
+    seen.add(pc)
+    op = program[pc]
+    if op[0] == "split":
+        _add_thread(program, threads, seen, op[1], start)
+        _add_thread(program, threads, seen, op[2], start)
+    elif op[0] == "jmp":
+        _add_thread(program, threads, seen, op[1], start)
+    else:
+        threads.append((pc, start))
 
 
 def trim_prefix(pattern: str, value: str, greedy: bool) -> str:
     """${value#pattern} (`greedy`: ##): remove the shortest (longest) leading match of `pattern`."""
-    m = _compile_substitution_pattern(pattern, greedy, anchored=True).search(value)
-    return value if m is None else value[m.end() :]
+    m = search(compile_substitution_pattern(pattern, greedy), value, anchored=True)
+    return value if m is None else value[m[1] :]
 
 
 def trim_suffix(pattern: str, value: str, greedy: bool) -> str:
@@ -452,21 +495,22 @@ def reverse_pattern(pattern: str) -> str:
     return "".join(reversed(units))
 
 
-def _go_replace_all(regex: re.Pattern[str], value: str, template: str) -> str:
+def _go_replace_all(program: tuple[tuple, ...], value: str, template: str) -> str:
     """Go's Regexp.ReplaceAllString: an empty match right after a match is not replaced, and
     `$0`/`${0}` in the replacement insert the match (the pattern has no other groups)."""
     out = []
     last_end = 0
     pos = 0
     while pos <= len(value):
-        m = regex.search(value, pos)
+        m = search(program, value, pos)
         if m is None:
             break
-        out.append(value[last_end : m.start()])
-        if m.end() > last_end or m.start() == 0:
-            out.append(_go_expand(template, m.group()))
-        last_end = m.end()
-        pos = pos + 1 if pos + 1 > m.end() else m.end()  # always advance at least one character
+        start, end = m
+        out.append(value[last_end:start])
+        if end > last_end or start == 0:
+            out.append(_go_expand(template, value[start:end]))
+        last_end = end
+        pos = pos + 1 if pos + 1 > end else end  # always advance at least one character
     out.append(value[last_end:])
     return "".join(out)
 
