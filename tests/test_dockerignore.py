@@ -459,3 +459,17 @@ def test_invalid_utf8_in_patterns_and_paths():
     assert not excluded("caf\udcff", ["caf\udce9"])
     assert excluded("caf\udcff", ["caf\udce9*"])
     assert excluded("caf\ufffd", ["caf?"]) and excluded("caf\udce9", ["caf?"])
+
+
+def test_dockerfile_is_sent_even_when_only_the_walk_would_drop_it(tmp_path):
+    # "!sub" re-includes sub/Dockerfile for the parent-aware matcher, but not for the walk's
+    # parent results (see test_walk_results_can_differ_from_matches); it is sent all the same.
+    make_tree(tmp_path, ["sub/Dockerfile", "sub/other"])
+    patterns = ["sub/Dockerfile", "!sub"]
+    assert not excluded("sub/Dockerfile", patterns)
+    assert list(walk_context(tmp_path, patterns, always=())) == ["sub", "sub/other"]
+    assert list(walk_context(tmp_path, patterns, always=("sub/Dockerfile",))) == [
+        "sub",
+        "sub/Dockerfile",
+        "sub/other",
+    ]

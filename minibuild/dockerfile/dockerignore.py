@@ -86,9 +86,13 @@ def clean(path: str) -> str:
     return out or "."
 
 
-def _dir(path: str) -> str:
-    """Go's filepath.Dir: everything before the last `/`, cleaned (`a/b` -> `a`, `a` -> `.`)."""
-    return clean(path[: path.rfind("/") + 1])
+def _parent_dirs(path: str) -> list[str]:
+    """The directories above `path`, outermost first (`a/b/c` -> `a`, `a/b`); none for `c`."""
+    parent = clean(path[: path.rfind("/") + 1])  # Go's filepath.Dir
+    if parent == ".":
+        return []
+    parts = parent.split("/")
+    return ["/".join(parts[: n + 1]) for n in range(len(parts))]
 
 
 class MatchType(Enum):
@@ -325,15 +329,12 @@ class PatternMatcher:
     def matches(self, path: str) -> bool:
         """Whether `path` (slash-separated, relative) is excluded: a pattern matches it or one of its
         parent directories, and no later exception matches it (MatchesOrParentMatches)."""
-        parents = _dir(path).split("/") if _dir(path) != "." else []
+        parents = _parent_dirs(path)
         matched = False
         for pattern in self.patterns:
             if pattern.exclusion != matched:
                 continue  # an inclusion cannot change a match, nor an exception a non-match
-            match = pattern.match(path) or any(
-                pattern.match("/".join(parents[: n + 1])) for n in range(len(parents))
-            )
-            if match:
+            if pattern.match(path) or any(pattern.match(parent) for parent in parents):
                 matched = not pattern.exclusion
         return matched
 
@@ -366,8 +367,7 @@ class PatternMatcher:
                     continue
                 match = pattern.match(path)
                 if not match and not parent_matched:
-                    parents = _dir(path).split("/") if _dir(path) != "." else []
-                    match = any(pattern.match("/".join(parents[: k + 1])) for k in range(len(parents)))
+                    match = any(pattern.match(parent) for parent in _parent_dirs(path))
             results.append(match)
             if match:
                 matched = not pattern.exclusion
@@ -404,12 +404,12 @@ def walk_context(
     the docker CLI adds an exception for each (TrimBuildFilesFromExcludes).
     """
     patterns = list(patterns)
-    for name in always:
-        # The CLI asks its older, one-parent-deep Matches here; the full parent check is at least as
-        # eager to add the exception, and an exception for a file that is sent anyway changes nothing.
-        if excluded(name, patterns):
-            patterns.append("!" + name)
     pm = PatternMatcher(patterns)
+    # The CLI decides with its older, one-parent-deep Matches, which with contrived patterns
+    # (`sub/Dockerfile`, `!sub`) still leaves the Dockerfile out; we ask what the walk would do.
+    exceptions = ["!" + name for name in always if _walk_excludes(pm, clean(name))]
+    if exceptions:
+        pm = PatternMatcher(patterns + exceptions)
     top = os.fspath(root)
     stack = [(_read_dir(top, ""), [])]
     while stack:
@@ -426,6 +426,14 @@ def walk_context(
             yield rel
         if is_dir:
             stack.append((_read_dir(top, rel), results))
+
+
+def _walk_excludes(pm: PatternMatcher, path: str) -> bool:
+    """Whether the walk would leave out `path`, matching each directory above it on the way down."""
+    results: list[bool] = []
+    for step in [*_parent_dirs(path), path]:
+        skip, results = pm.matches_using_parent_results(step, results)
+    return skip
 
 
 def _read_dir(top: str, rel: str) -> Iterator[tuple[str, bool]]:
