@@ -9,25 +9,22 @@ use for it.
 from dataclasses import dataclass, field
 from typing import Any
 
+from minibuild.distribution.auth import AuthConfig
+
+__all__ = [
+    "BUILDER_BUILDKIT",
+    "BUILDER_V1",
+    "AuthConfig",
+    "BuildCachePruneOptions",
+    "BuildCachePruneReport",
+    "BuildOptions",
+    "ImageBuildOptions",
+    "Ulimit",
+]
+
 # ImageBuildOptions.version: which builder runs the build.
 BUILDER_V1 = "1"  # the classic builder: one instruction after another
 BUILDER_BUILDKIT = "2"  # the DAG solver
-
-
-@dataclass
-class AuthConfig:
-    """Credentials for one registry, as sent in `X-Registry-Config` (moby api/types/auth.go)."""
-
-    username: str = ""
-    password: str = ""
-    auth: str = ""
-    email: str = ""
-    serveraddress: str = ""
-    identitytoken: str = ""
-    registrytoken: str = ""
-
-    def to_dict(self) -> dict[str, str]:
-        return {k: v for k, v in self.__dict__.items() if v}
 
 
 @dataclass

@@ -100,7 +100,7 @@ def image_build_options_to_query(options: ImageBuildOptions, api_version: str = 
         target=options.target,
     )
     ulimits = [{"Name": u.name, "Hard": u.hard, "Soft": u.soft} for u in options.ulimits]
-    query["ulimits"] = _go_json(ulimits or None)
+    query["ulimits"] = gojson.dumps(ulimits or None)  # structs keep their field order
     query["buildargs"] = _go_json(options.build_args)
     query["labels"] = _go_json(options.labels)
     query["cachefrom"] = _go_json(options.cache_from)
@@ -113,7 +113,7 @@ def image_build_options_to_query(options: ImageBuildOptions, api_version: str = 
         query["buildid"] = options.build_id
     query["version"] = options.version
     if options.outputs:
-        query["outputs"] = _go_json(options.outputs)
+        query["outputs"] = gojson.dumps(options.outputs)
     return {k: v for k, v in query.items() if v != []}
 
 
