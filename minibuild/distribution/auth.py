@@ -13,6 +13,7 @@ repository scope (GET with Basic credentials, or an OAuth2 POST when an identity
 caches it until it expires.
 """
 
+import asyncio
 import base64
 import binascii
 import json
@@ -237,11 +238,13 @@ class TokenHandler:
         self.refresh_token = ""
         self._token = ""
         self._expires = 0.0
+        self._lock = asyncio.Lock()
 
     async def authorize(self, headers: dict[str, str], params: dict[str, str]) -> None:
-        if time.monotonic() >= self._expires:
-            self._token, lifetime = await self._fetch_token(params)
-            self._expires = time.monotonic() + lifetime
+        async with self._lock:  # concurrent downloads wait for one token instead of each fetching one
+            if time.monotonic() >= self._expires:
+                self._token, lifetime = await self._fetch_token(params)
+                self._expires = time.monotonic() + lifetime
         headers["Authorization"] = f"Bearer {self._token}"
 
     async def _fetch_token(self, params: dict[str, str]) -> tuple[str, float]:

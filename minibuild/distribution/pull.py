@@ -61,6 +61,7 @@ from minibuild.image.reference import Reference, familiar_name, familiar_string,
 from minibuild.layer import Layer, LayerStore, chain_id_of
 
 MAX_CONCURRENT_DOWNLOADS = 3  # dockerd's --max-concurrent-downloads default
+MAX_CONFIG_SIZE = 64 << 20  # an image config is read into memory: bound it
 _CHUNK = 1 << 20
 
 
@@ -222,14 +223,18 @@ class _Puller:
             image_id = await self.pull_schema2_layers(manifest)
         progress.message(self.out, "", f"Digest: {digest}")
 
+        return await asyncio.to_thread(self._update_references, ref, digest, image_id), image_id
+
+    def _update_references(self, ref: Reference, digest: str, image_id: str) -> bool:
+        """Point the name at the pulled image (and its digest, for RepoDigests); True if it moved."""
         old = self.store.get_reference(ref)
         digest_ref = with_digest(replace(ref, tag="", digest=""), digest)
         if self.store.get_reference(digest_ref) is None:
             self.store.add_reference(digest_ref, image_id)
         if old == image_id or ref.digest:
-            return old != image_id, image_id
+            return old != image_id
         self.store.add_reference(ref, image_id)
-        return True, image_id
+        return True
 
     async def pull_manifest_list(self, manifest_list: ManifestList) -> str:
         """pullManifestList: the entry for the wanted platform (the daemon's when none is given)."""
@@ -255,7 +260,7 @@ class _Puller:
         for layer in manifest.layers:
             check_layer_media_type(layer.media_type)
         try:
-            config = await self.repo.fetch_blob(manifest.config.digest)
+            config = await self.repo.fetch_blob(manifest.config.digest, MAX_CONFIG_SIZE)
         except BlobUnknownError as err:
             raise ImageConfigPullError(err) from None
         diff_ids = _rootfs_diff_ids(config)

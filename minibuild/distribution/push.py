@@ -181,12 +181,16 @@ class _Pusher:
             ref.tag, "application/vnd.docker.distribution.manifest.v2+json", manifest
         )
         progress.message(self.out, "", f"{ref.tag}: digest: {digest} size: {len(manifest)}")
-        digest_ref = with_digest(replace(ref, tag="", digest=""), digest)
-        if self.store.get_reference(digest_ref) is None:
-            self.store.add_reference(digest_ref, image_id)
+        await asyncio.to_thread(self._add_digest_reference, ref, digest, image_id)
         result = PushResult(ref.tag, digest, len(manifest))
         progress.aux(self.out, {"Tag": result.tag, "Digest": result.digest, "Size": result.size})
         return result
+
+    def _add_digest_reference(self, ref: Reference, digest: str, image_id: str) -> None:
+        """addDigestReference: the pushed name@digest now names the image too (RepoDigests)."""
+        digest_ref = with_digest(replace(ref, tag="", digest=""), digest)
+        if self.store.get_reference(digest_ref) is None:
+            self.store.add_reference(digest_ref, image_id)
 
     def _tmp_parent(self) -> Path | None:
         parent = self.options.tmp_dir
