@@ -215,3 +215,26 @@ def read_entries(src: BinaryIO) -> Iterator[tuple[TarEntry, EntryReader]]:
         reader = EntryReader(src, size)
         yield info, reader
         _skip(src, reader.remaining + (-size % BLOCK))
+
+
+# --- writing, as Go's tar.Writer does: headers, padded content, two zero blocks, no record padding ---
+
+
+def write_entry(out: BinaryIO, info: tarfile.TarInfo, content: BinaryIO | None = None) -> None:
+    """Write one entry (USTAR, or PAX records where a field does not fit); copy `info.size` bytes."""
+    out.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+    if not info.isreg():
+        return
+    remaining = info.size
+    while remaining:
+        chunk = content.read(min(remaining, 1 << 20)) if content is not None else b""
+        if not chunk:
+            raise ArchiveError(f"{info.name}: content shorter than its size")
+        out.write(chunk)
+        remaining -= len(chunk)
+    out.write(bytes(-info.size % BLOCK))
+
+
+def write_end(out: BinaryIO) -> None:
+    """The end-of-archive marker: two zero blocks."""
+    out.write(bytes(2 * BLOCK))

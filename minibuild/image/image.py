@@ -64,12 +64,17 @@ def empty_container_config() -> dict[str, Any]:
     }
 
 
-def _ordered_container_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
+def ordered_container_config(config: dict[str, Any] | None, *, strict: bool = True) -> dict[str, Any] | None:
+    """A container config as Go marshals container.Config: field order, zero values, omitempty.
+
+    Unknown fields raise when `strict` (a builder's typo); otherwise they are dropped, as Go's
+    unmarshal-then-marshal drops them.
+    """
     if config is None:
         return None
     known = {name for name, _ in CONTAINER_CONFIG_FIELDS}
     unknown = set(config) - known
-    if unknown:
+    if unknown and strict:
         raise InvalidImageConfig(f"unknown container config fields: {sorted(unknown)}")
     ordered: dict[str, Any] = {}
     base = empty_container_config()
@@ -107,7 +112,7 @@ def marshal_image_config(config: dict[str, Any]) -> bytes:
     for key in sorted(config):
         value = config[key]
         if key in ("config", "container_config"):
-            value = _ordered_container_config(value)
+            value = ordered_container_config(value)
         elif key == "history":
             value = [_ordered_history(entry) for entry in value or []]
         elif key == "rootfs":
@@ -117,7 +122,7 @@ def marshal_image_config(config: dict[str, Any]) -> bytes:
         if key in _IMAGE_OMITEMPTY and _is_empty(value):
             continue
         out[key] = value
-    out.setdefault("container_config", _ordered_container_config({}))
+    out.setdefault("container_config", ordered_container_config({}))
     out.setdefault("created", GO_ZERO_TIME)
     return gojson.dumpb(dict(sorted(out.items())))
 
