@@ -387,7 +387,7 @@ def test_pull_by_digest(registry, env):
     name = f"{registry.host}/bydigest@{pushed.digest}"
     out = MessageCollector()
     assert run(pull_image(dst_service, dst, name, progress=out)) == image_id
-    assert out.statuses()[0] == (name, "Pulling from bydigest")
+    assert out.statuses()[0] == (pushed.digest, "Pulling from bydigest")
     assert out.statuses()[-1] == ("", f"Status: Downloaded newer image for {name}")
     assert dst.get_reference(parse_normalized_named(name)) == image_id
     wrong = f"{registry.host}/bydigest@sha256:{'0' * 64}"

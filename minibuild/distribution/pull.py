@@ -208,7 +208,7 @@ class _Puller:
     async def pull_v2_tag(self, ref: Reference) -> tuple[bool, str]:
         """pullV2Tag: resolve, fetch, pull; then point the reference at the image. (tag updated, image ID)."""
         if ref.digest:
-            digest, tag_or_digest = ref.digest, str(ref)
+            digest, tag_or_digest = ref.digest, ref.digest  # observed: "sha256:…: Pulling from …"
         else:
             digest, tag_or_digest = (await self.repo.resolve_tag(ref.tag, ACCEPT_MEDIA_TYPES)).digest, ref.tag
         media_type, raw = await self.repo.get_manifest(digest, ACCEPT_MEDIA_TYPES)
