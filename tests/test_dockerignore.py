@@ -5,7 +5,7 @@ import re
 from functools import cache
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from minibuild.dockerfile.dockerignore import (
@@ -21,6 +21,9 @@ from minibuild.dockerfile.dockerignore import (
 from minibuild.dockerfile.gotext import trim_space
 
 # --- reading the file ------------------------------------------------------------------------------
+
+# no per-example deadline: the machine may be loaded; generation may be slow there too
+PROPERTY = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def test_read_ignore_file():
@@ -387,6 +390,7 @@ simple_patterns = st.text("ab/*?.", min_size=1, max_size=8).filter(
 )
 
 
+@PROPERTY
 @given(simple_patterns, segments)
 def test_matcher_agrees_with_reference_glob(pattern, segs):
     path = "/".join(segs)
@@ -397,6 +401,7 @@ def test_matcher_agrees_with_reference_glob(pattern, segs):
     assert pm.matches(path) == any(glob_match(cleaned, p) for p in prefixes)
 
 
+@PROPERTY
 @given(segments, segments)
 def test_everything_below_an_excluded_directory_is_excluded(directory, rest):
     d = "/".join(directory)
@@ -432,6 +437,7 @@ def reference_regex(pattern: str) -> str | None:
 tokens = st.sampled_from(["a", "b", "/", ".", "*", "**", "?", "[ab]", "[^a]", "\\*", "^", "\n"])
 
 
+@PROPERTY
 @given(st.lists(tokens, min_size=1, max_size=7).map("".join), st.text("ab/.*\n", max_size=10))
 def test_automaton_agrees_with_a_regexp(pattern, path):
     pattern = trim_space(pattern)

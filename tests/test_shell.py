@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from minibuild.dockerfile.errors import DockerfileError
@@ -20,6 +20,9 @@ from minibuild.dockerfile.shell import (
 )
 
 LEX = Lex()
+
+# no per-example deadline: the machine may be loaded; generation may be slow there too
+PROPERTY = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def expand(word: str, **env: str) -> str:
@@ -268,6 +271,7 @@ plain_text = st.text(st.characters(blacklist_characters="$'\"\\", blacklist_cate
 )
 
 
+@PROPERTY
 @given(plain_text)
 def test_plain_text_is_unchanged(text):
     assert LEX.process_word(text, {"A": "1"}) == text
@@ -285,6 +289,7 @@ def _go_split(text: str) -> list[str]:
     return [*words, "".join(word)]
 
 
+@PROPERTY
 @given(st.text(st.characters(blacklist_categories=("Cs",))))
 def test_values_are_inserted_verbatim(value):
     env = {"V": value}
@@ -297,6 +302,7 @@ def test_values_are_inserted_verbatim(value):
 literal = st.text(st.characters(blacklist_characters="*?\\\ufeff", blacklist_categories=("Cs",)))
 
 
+@PROPERTY
 @given(literal, literal)
 def test_literal_patterns_trim_like_str_methods(pattern, value):
     for greedy in (False, True):
@@ -322,6 +328,7 @@ def reference_regex(pattern: str, greedy: bool) -> str:
     return "".join(star if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
 
 
+@PROPERTY
 @given(st.text("ab*?", max_size=6), st.text("ab\n", max_size=8), st.booleans(), st.booleans())
 def test_pike_vm_finds_what_a_backtracking_regexp_finds(pattern, text, greedy, anchored):
     regex = re.compile(reference_regex(pattern, greedy))

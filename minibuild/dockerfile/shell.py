@@ -21,8 +21,6 @@ from minibuild.dockerfile.errors import DockerfileError
 from minibuild.dockerfile.gotext import is_space, quote, replace_invalid, upper
 
 EOF = ""  # what the scanner's peek()/next() return at the end of the text
-
-
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")  # POSIX special parameters: one character each
 
 
