@@ -17,11 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from registry_fixture import make_image, new_local_stores, run_registry  # noqa: E402
+from registry_fixture import make_image, run_registry  # noqa: E402
 
 from minibuild.distribution import RegistryService  # noqa: E402
 from minibuild.distribution.images import pull_image, push_image  # noqa: E402
 from minibuild.image.reference import parse_normalized_named  # noqa: E402
+from minibuild.image.service import ImageService  # noqa: E402
 
 
 def timed(label: str, size: int, coro) -> object:
@@ -41,7 +42,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="minibuild-bench-") as tmp, run_registry("none") as registry:
         root = Path(tmp)
         src_service = RegistryService(root / "src" / "distribution")
-        src = new_local_stores(root / "src")
+        src = ImageService(root / "src")
         layers = [{"big.bin": os.urandom(size)}] + [{f"small{i}": os.urandom(10_000)} for i in range(10)]
         image_id = make_image(src, layers)
         total = size + 10 * 10_000
@@ -54,7 +55,7 @@ def main() -> None:
         ref = f"{registry.host}/bench/mono:v1"
         timed("push again (all layers exist)", 0, push_image(src_service, src, ref))
         dst_service = RegistryService(root / "dst" / "distribution")
-        dst = new_local_stores(root / "dst")
+        dst = ImageService(root / "dst")
         pulled = timed("pull into an empty store", total, pull_image(dst_service, dst, ref))
         assert pulled == image_id, "the pulled image must be the pushed one"
         timed("pull again (image up to date)", 0, pull_image(dst_service, dst, ref))

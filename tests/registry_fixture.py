@@ -36,10 +36,7 @@ from urllib.parse import parse_qs, urlsplit
 import bcrypt_pure
 import pytest
 
-from minibuild.distribution.images import LocalStores
-from minibuild.image.refstore import ReferenceStore
-from minibuild.image.store import ImageStore
-from minibuild.layer import LayerStore
+from minibuild.image.service import ImageService
 
 REGISTRY_BINARY = shutil.which("docker-registry") or shutil.which("registry")
 USERNAME = "testuser"
@@ -420,44 +417,25 @@ def layer_tar(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def new_local_stores(root: Path) -> LocalStores:
-    """A layer, image and reference store under `root` (what the daemon keeps in its data root)."""
-    layers = LayerStore(root / "layers")
-    return LocalStores(
-        layers, ImageStore(root / "images", layers), ReferenceStore(root / "repositories.json")
-    )
-
-
 def make_image(
-    stores: LocalStores,
+    images: ImageService,
     layers: list[dict[str, bytes]],
     *,
     architecture: str = "amd64",
     variant: str = "",
     cmd: list[str] | None = None,
 ) -> str:
-    """Commit an image made of these layers (bottom first) into `stores`; return its ID."""
-    parent = None
-    diff_ids = []
-    for files in layers:
-        layer = stores.layer_store.register(io.BytesIO(layer_tar(files)), parent)
-        if parent is not None:
-            stores.layer_store.release(parent)
-        parent = layer.chain_id
-        diff_ids.append(layer.diff_id)
+    """Commit an image of these layers (bottom first) with the image service; return its ID."""
     config = {
         "architecture": architecture,
         "os": "linux",
         "config": {"Cmd": cmd or ["sh"]},
         "created": "2026-01-01T00:00:00Z",
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "rootfs": {"type": "layers", "diff_ids": []},
         "history": [
             {"created": "2026-01-01T00:00:00Z", "created_by": f"layer {i}"} for i in range(len(layers))
         ],
     }
     if variant:
         config["variant"] = variant
-    image_id = stores.image_store.create(json.dumps(config, separators=(",", ":")).encode())
-    if parent is not None:
-        stores.layer_store.release(parent)  # the image holds its own reference now
-    return image_id
+    return images.create_image(config, layers=[io.BytesIO(layer_tar(files)) for files in layers])

@@ -6,13 +6,14 @@ import json
 
 import pytest
 import registry_fixture
-from registry_fixture import PASSWORD, USERNAME, make_image, new_local_stores
+from registry_fixture import PASSWORD, USERNAME, make_image
 
 from minibuild import errdefs
 from minibuild.distribution import AuthConfig, MessageCollector, PullNotFoundError, RegistryService
 from minibuild.distribution.errors import DistributionError
 from minibuild.distribution.images import pull_image, push_image
 from minibuild.image.reference import parse_normalized_named
+from minibuild.image.service import ImageService
 
 # The fixtures, imported explicitly.
 basic_registry = registry_fixture.basic_registry
@@ -30,8 +31,8 @@ def run(coro):
 
 @pytest.fixture
 def env(tmp_path):
-    src = (RegistryService(tmp_path / "src" / "distribution"), new_local_stores(tmp_path / "src"))
-    dst = (RegistryService(tmp_path / "dst" / "distribution"), new_local_stores(tmp_path / "dst"))
+    src = (RegistryService(tmp_path / "src" / "distribution"), ImageService(tmp_path / "src"))
+    dst = (RegistryService(tmp_path / "dst" / "distribution"), ImageService(tmp_path / "dst"))
     return src, dst
 
 

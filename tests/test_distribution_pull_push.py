@@ -11,7 +11,7 @@ import os
 
 import pytest
 import registry_fixture
-from registry_fixture import make_image, new_local_stores
+from registry_fixture import make_image
 
 from minibuild.distribution import MessageCollector, Platform, PullNotFoundError, RegistryService
 from minibuild.distribution.client import Descriptor
@@ -19,6 +19,7 @@ from minibuild.distribution.errors import DistributionError
 from minibuild.distribution.images import pull_image, push_image
 from minibuild.distribution.manifest import PlatformManifest, build_manifest_list
 from minibuild.image.reference import parse_normalized_named
+from minibuild.image.service import ImageService
 
 registry = registry_fixture.registry  # the fixture, imported explicitly
 
@@ -34,8 +35,8 @@ def run(coro):
 def env(tmp_path):
     """A source daemon (registry service + stores) and a fresh destination one."""
     return {
-        "src": (RegistryService(tmp_path / "src" / "distribution"), new_local_stores(tmp_path / "src")),
-        "dst": (RegistryService(tmp_path / "dst" / "distribution"), new_local_stores(tmp_path / "dst")),
+        "src": (RegistryService(tmp_path / "src" / "distribution"), ImageService(tmp_path / "src")),
+        "dst": (RegistryService(tmp_path / "dst" / "distribution"), ImageService(tmp_path / "dst")),
     }
 
 
@@ -191,7 +192,7 @@ def test_manifest_list_resolves_to_the_requested_platform(registry, env, tmp_pat
     out = MessageCollector()
     assert run(pull_image(dst_service, dst, name, platform=Platform("linux", "arm64"), progress=out)) == arm64
     assert ("", f"Digest: {list_digest}") in out.statuses()  # the list's digest, as Docker reports it
-    other = new_local_stores(tmp_path / "other")
+    other = ImageService(tmp_path / "other")
     assert run(pull_image(dst_service, other, name, platform=Platform("linux", "x86_64"))) == amd64
 
 
@@ -260,7 +261,7 @@ def test_cancelled_pull_leaves_nothing_half_stored(registry, env):
 
     run(pull_and_cancel())
     assert_nothing_stored(dst_service, dst)
-    reopened = new_local_stores(dst.layer_store.root.parent)  # and nothing reappears from disk
+    reopened = ImageService(dst.root)  # and nothing reappears from disk
     assert reopened.layer_store.layers() == [] and len(reopened.image_store) == 0
 
 
@@ -372,7 +373,7 @@ def test_oci_manifest_and_index_pull(registry, env):
     ).encode()
     put_manifest(registry, "oci", "oci-index", index, "application/vnd.oci.image.index.v1+json")
     assert run(pull_image(dst_service, dst, f"{registry.host}/oci:oci-manifest")) == image_id
-    other = new_local_stores(dst.layer_store.root.parent / "other")
+    other = ImageService(dst.root.parent / "other")
     got = run(
         pull_image(dst_service, other, f"{registry.host}/oci:oci-index", platform=Platform("linux", "amd64"))
     )
