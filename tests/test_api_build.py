@@ -16,7 +16,7 @@ import urllib.parse
 import pytest
 from aiohttp.test_utils import make_mocked_request
 from api_doubles import RecordingBuildBackend, UnixHTTPConnection, raw_chunks, raw_request, tar_of
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minibuild import errdefs
@@ -153,6 +153,7 @@ def test_platform_ignored_before_1_32_and_pull_before_1_16():
     assert options_for("pull=1", "1.16").pull_parent is True
 
 
+@settings(deadline=None)  # no per-example time limit: the machine may be loaded
 @given(st.text())
 def test_options_parsing_never_crashes(value):
     query = "&".join(

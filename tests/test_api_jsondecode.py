@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minibuild.api import jsondecode as jd
@@ -73,6 +73,7 @@ def test_go_decoding_rules():
     assert jd.decode_partial('{"a":1,"b":"x"}', jd.map_of(jd.STRING)) == {"a": None, "b": "x"}
 
 
+@settings(deadline=None)  # no per-example time limit: the machine may be loaded
 @given(
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.text(),
@@ -86,6 +87,7 @@ def test_valid_json_never_has_syntax_errors(value):
         assert str(e).startswith("json: cannot unmarshal")
 
 
+@settings(deadline=None)  # no per-example time limit: the machine may be loaded
 @given(st.text())
 def test_any_text_gives_a_go_error_or_a_value(text):
     try:

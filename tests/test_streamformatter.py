@@ -3,7 +3,7 @@
 import io
 import json
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minibuild.api.jsonmessage import (
@@ -114,6 +114,7 @@ def test_raw_progress_is_the_cli_line():
     )
 
 
+@settings(deadline=None)  # no per-example time limit: the machine may be loaded
 @given(st.text(), st.integers(0, 255))
 def test_message_round_trip(text, code):
     for msg in (
@@ -125,6 +126,7 @@ def test_message_round_trip(text, code):
         assert JSONMessage.from_dict(decoded).to_dict() == msg.to_dict()
 
 
+@settings(deadline=None)  # no per-example time limit: the machine may be loaded
 @given(st.lists(st.text(max_size=20), max_size=8), st.integers(1, 7))
 def test_decode_stream_any_chunking(texts, cut):
     data = b"".join(JSONMessage(stream=t).to_json() for t in texts)
