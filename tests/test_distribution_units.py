@@ -24,6 +24,7 @@ from minibuild.distribution import (
     decode_auth_config,
     decode_auth_configs,
     encode_auth_config,
+    pull_reference,
     resolve_auth_config,
 )
 from minibuild.distribution.auth import ChallengeManager, RepositoryScope, parse_challenge
@@ -507,3 +508,16 @@ def test_proxies_come_from_the_environment_as_go_reads_them(monkeypatch):
     assert proxy_for("http://127.0.0.1:5000/v2/") is None
     assert proxy_for("http://localhost:5000/v2/") is None
     assert proxy_for("https://internal.example/v2/") is None
+
+
+def test_pull_reference_mirrors_the_images_create_parameters():
+    assert str(pull_reference("busybox", "latest")) == "docker.io/library/busybox:latest"
+    assert str(pull_reference("busybox")) == "docker.io/library/busybox"  # every tag (docker pull -a)
+    assert str(pull_reference("localhost:5000/app:", "")) == "localhost:5000/app"
+    assert str(pull_reference("app", D1)) == f"docker.io/library/app@{D1}"
+    with pytest.raises(
+        errdefs.InvalidParameter, match="invalid reference format: repository name must be lowercase"
+    ):
+        pull_reference("BusyBox", "latest")
+    with pytest.raises(errdefs.InvalidParameter, match="invalid tag format"):
+        pull_reference("busybox", "bad tag")

@@ -29,7 +29,7 @@ from minibuild.distribution.manifest import Platform, default_platform
 from minibuild.distribution.progress import MessageCollector, NullOutput, Output, Progress
 from minibuild.distribution.pull import PullStore
 from minibuild.distribution.push import PushResult, PushStore
-from minibuild.distribution.service import RegistryService, parse_reference
+from minibuild.distribution.service import RegistryService, parse_reference, pull_reference
 
 __all__ = [
     "INDEX_SERVER",
@@ -56,5 +56,6 @@ __all__ = [
     "default_platform",
     "encode_auth_config",
     "parse_reference",
+    "pull_reference",
     "resolve_auth_config",
 ]

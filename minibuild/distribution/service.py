@@ -29,7 +29,14 @@ from minibuild.distribution.registry import (
     lookup_push_endpoints,
     ping_v2_registry,
 )
-from minibuild.image.reference import InvalidReference, Reference, parse_normalized_named
+from minibuild.image.reference import (
+    InvalidReference,
+    Reference,
+    parse_normalized_named,
+    validate_digest,
+    with_digest,
+    with_tag,
+)
 
 
 def parse_reference(ref: str | Reference) -> Reference:
@@ -38,6 +45,24 @@ def parse_reference(ref: str | Reference) -> Reference:
         return ref
     try:
         return parse_normalized_named(ref)
+    except InvalidReference as err:
+        raise errdefs.InvalidParameter(str(err)) from None
+
+
+def pull_reference(image: str, tag: str = "") -> Reference:
+    """The reference `POST /images/create?fromImage=&tag=` pulls (moby ImageService.PullImage).
+
+    `tag` may be a tag or a digest; without one the whole repository is pulled (`docker pull -a` sends
+    `busybox:` and no tag; the CLI otherwise always sends a tag, `latest` by default).
+    """
+    ref = parse_reference(image.removesuffix(":"))
+    if not tag:
+        return ref
+    bare = Reference(ref.domain, ref.path)
+    try:
+        if ":" in tag:
+            return with_digest(bare, validate_digest(tag))
+        return with_tag(bare, tag)
     except InvalidReference as err:
         raise errdefs.InvalidParameter(str(err)) from None
 
