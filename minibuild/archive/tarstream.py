@@ -238,3 +238,14 @@ def write_entry(out: BinaryIO, info: tarfile.TarInfo, content: BinaryIO | None =
 def write_end(out: BinaryIO) -> None:
     """The end-of-archive marker: two zero blocks."""
     out.write(bytes(2 * BLOCK))
+
+
+def tar_header(
+    name: str, mode: int, mtime: int, size: int = 0, kind: bytes = tarfile.REGTYPE
+) -> tarfile.TarInfo:
+    """A header with the fixed owner Docker writes as root (0:0, root/root), for reproducible archives."""
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.mtime, info.size = kind, mode, max(mtime, 0), size
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info

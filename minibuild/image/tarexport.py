@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from minibuild import errdefs, gojson
 from minibuild.archive import ArchiveError, follow_symlink_in_scope, untar
-from minibuild.archive.tarstream import write_end, write_entry
+from minibuild.archive.tarstream import tar_header, write_end, write_entry
 from minibuild.image.image import (
     GO_ZERO_TIME,
     Image,
@@ -141,17 +141,6 @@ def _parse_names(service: "ImageService", names: Sequence[str]) -> dict[str, _De
     return found
 
 
-def _tar_info(
-    name: str, mode: int, mtime: int, size: int = 0, kind: bytes = tarfile.REGTYPE
-) -> tarfile.TarInfo:
-    """A header with the fixed owner Docker writes as root (0:0 root/root)."""
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.mtime, info.size = kind, mode, max(mtime, 0), size
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    return info
-
-
 def save(service: "ImageService", names: Sequence[str], out: BinaryIO) -> None:
     """Write the archive of `names` to `out`; every lookup error is raised before the first byte."""
     descriptors = _parse_names(service, names)
@@ -174,19 +163,19 @@ class _Archive:
         self.first_path: dict[str, str] = {}  # diff ID -> where its layer.tar was written
 
     def add_file(self, name: str, data: bytes, mtime: int) -> None:
-        self.entries[name] = (_tar_info(name, 0o644, mtime, len(data)), data)
+        self.entries[name] = (tar_header(name, 0o644, mtime, len(data)), data)
 
     def add_layer_dir(self, v1_id: str, v1_json: bytes, layer: Layer, mtime: int) -> None:
-        self.entries[v1_id + "/"] = (_tar_info(v1_id, 0o755, mtime, kind=tarfile.DIRTYPE), None)
+        self.entries[v1_id + "/"] = (tar_header(v1_id, 0o755, mtime, kind=tarfile.DIRTYPE), None)
         self.add_file(f"{v1_id}/{LEGACY_VERSION_FILE}", b"1.0", mtime)
         self.add_file(f"{v1_id}/{LEGACY_CONFIG_FILE}", v1_json, mtime)
         name = f"{v1_id}/{LEGACY_LAYER_FILE}"
         if layer.diff_id in self.first_path:  # the same diff under another chain: a link, as moby writes
-            info = _tar_info(name, 0o777, mtime, kind=tarfile.SYMTYPE)
+            info = tar_header(name, 0o777, mtime, kind=tarfile.SYMTYPE)
             info.linkname = f"../{self.first_path[layer.diff_id]}"
             self.entries[name] = (info, None)
         else:
-            self.entries[name] = (_tar_info(name, 0o644, mtime, layer.tar_path.stat().st_size), layer)
+            self.entries[name] = (tar_header(name, 0o644, mtime, layer.tar_path.stat().st_size), layer)
             self.first_path[layer.diff_id] = name
 
     def write(self, out: BinaryIO) -> None:
