@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from minibuild.dockerfile import DockerfileError, Node, parse, parse_instructions
 from minibuild.dockerfile.gotext import quote
+from minibuild.dockerfile.heredoc import _Lexer, shell_words
 from minibuild.dockerfile.parser import parse_json_array
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -111,6 +112,13 @@ def test_dockerfile_like_text_parses_or_raises_dockerfile_error(text, as_bytes):
 def test_json_arrays_of_strings_decode_like_json(strings):
     for ensure_ascii in (True, False):
         assert parse_json_array(json.dumps(strings, ensure_ascii=ensure_ascii)) == strings
+
+
+@SETTINGS
+@given(st.text(alphabet=st.sampled_from("ab-=.\t \u00a0\u2028\x85\x1cé\ufeff"), max_size=12), st.booleans())
+def test_heredoc_word_splitting_shortcut_agrees_with_the_lexer(text, raw):
+    full = _Lexer(text, raw, raw).process_stop_on("", raw)[1]
+    assert shell_words(text, raw_quotes=raw, raw_escapes=raw) == full
 
 
 # ---- 2. a grammar of Dockerfiles -----------------------------------------------------------------------

@@ -16,6 +16,7 @@ from minibuild.dockerfile import gotext
 _RE_HEREDOC = re.compile(r"([0-9]*)<<(-?)[\t\n\f\r ]*([^<]*)", re.DOTALL)
 _RE_LEADING_TABS = re.compile(r"^\t+", re.MULTILINE)
 _SPECIAL_PARAMS = "@*#?-$!0"
+_NEEDS_LEXER = re.compile(r"[$'\"<\\\x1c-\x1f]")  # special characters, and \x1c-\x1f: spaces to Python only
 
 
 @dataclass
@@ -60,10 +61,14 @@ class _Words:
         return self.words
 
 
+def _scanner_text(text: str) -> str:
+    """What Go's text/scanner reads: a leading BOM skipped, each bad byte as U+FFFD."""
+    return gotext.replace_invalid(text.removeprefix("\ufeff"))
+
+
 class _Lexer:
     def __init__(self, text: str, raw_quotes: bool, raw_escapes: bool) -> None:
-        # Go's text/scanner skips a leading BOM and reads a bad byte as U+FFFD
-        self.text = gotext.replace_invalid(text.removeprefix("\ufeff"))
+        self.text = _scanner_text(text)
         self.pos = 0
         self.raw_quotes = raw_quotes
         self.raw_escapes = raw_escapes
@@ -227,6 +232,8 @@ class _Lexer:
 
 def shell_words(text: str, *, raw_quotes: bool, raw_escapes: bool) -> list[str]:
     """The words of `text` as upstream's Lex.ProcessWords splits them with no variable set."""
+    if not _NEEDS_LEXER.search(text):  # plain words (a terminator such as EOF): only whitespace matters
+        return _scanner_text(text).split()
     try:
         return _Lexer(text, raw_quotes, raw_escapes).process_stop_on("", raw_escapes)[1]
     except LexError as e:
