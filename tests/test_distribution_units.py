@@ -61,6 +61,7 @@ D3 = "sha256:" + "c" * 64
 # --- X-Registry-Auth / X-Registry-Config ------------------------------------------------------------------
 
 
+@settings(deadline=None)  # no timing assertions on a loaded machine
 @given(st.builds(AuthConfig, username=st.text(), password=st.text(), serveraddress=st.text()))
 def test_auth_config_header_round_trip(auth):
     assert decode_auth_config(encode_auth_config(auth)) == auth
@@ -194,6 +195,7 @@ _TOKEN_CHARS = st.text(
 )
 
 
+@settings(deadline=None)
 @given(
     st.dictionaries(
         _TOKEN_CHARS, st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1)
@@ -463,7 +465,7 @@ def test_v2_metadata_service(tmp_path):
 # --- chunked uploads regroup the stream -------------------------------------------------------------------
 
 
-@settings(max_examples=50)
+@settings(max_examples=50, deadline=None)
 @given(st.lists(st.binary(max_size=50), max_size=20), st.integers(min_value=1, max_value=40))
 def test_rechunk_preserves_bytes_and_piece_sizes(pieces, size):
     async def collect():
