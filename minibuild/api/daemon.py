@@ -34,9 +34,11 @@ from minibuild.api import versions
 from minibuild.api.platforms import host_arch
 from minibuild.api.router.build import Backend as BuildBackend
 from minibuild.api.router.build import BuildRouter
+from minibuild.api.router.image import ImageRouter
 from minibuild.api.router.system import SystemRouter
 from minibuild.api.server import ENGINE_VERSION, OS_TYPE, Server
 from minibuild.defaults import default_data_root, default_host
+from minibuild.image.service import ImageService
 
 log = logging.getLogger("minibuild.daemon")
 
@@ -60,7 +62,7 @@ class DaemonConfig:
     data_root: Path = field(default_factory=default_data_root)
     experimental: bool = False
     debug: bool = False
-    storage_driver: str = ""
+    storage_driver: str = ""  # the name inspect and /info show; empty: the image service's default
 
 
 # --- listeners --------------------------------------------------------------------------------------
@@ -174,9 +176,16 @@ def _rfc3339_nano(t: float) -> str:
 class Daemon:
     """One daemon: its data root, routers and listeners; also the backend of /info and /version."""
 
-    def __init__(self, config: DaemonConfig, *, build_backend: BuildBackend | None = None) -> None:
+    def __init__(
+        self,
+        config: DaemonConfig,
+        *,
+        image_service: ImageService | None = None,
+        build_backend: BuildBackend | None = None,
+    ) -> None:
         self.config = config
         self.data_root = Path(config.data_root)
+        self.image_service = image_service
         self.build_backend = build_backend
         self.build_router = BuildRouter(build_backend, self.data_root, experimental=config.experimental)
         self.runner: web.AppRunner | None = None
@@ -242,8 +251,8 @@ class Daemon:
             "ContainersRunning": 0,
             "ContainersPaused": 0,
             "ContainersStopped": 0,
-            "Images": self.image_count(),
-            "Driver": self.config.storage_driver,
+            "Images": len(self.image_service.image_store.images()) if self.image_service else 0,
+            "Driver": self.image_service.graph_driver if self.image_service else "",
             "DriverStatus": [],
             "SystemStatus": None,
             "Plugins": {"Volume": None, "Network": None, "Authorization": None, "Log": None},
@@ -315,23 +324,29 @@ class Daemon:
             "Warnings": warnings or None,
         }
 
-    def image_count(self) -> int:
-        return 0
-
     # --- serving ---
 
     def create_server(self) -> Server:
         server = Server(experimental=self.config.experimental)
-        server.init_routers([SystemRouter(self), self.build_router])
+        routers: list = [SystemRouter(self), self.build_router]
+        if self.image_service is not None:
+            routers.append(ImageRouter(self.image_service, self.data_root / "tmp"))
+        server.init_routers(routers)
         return server
 
     async def start(self) -> None:
-        """Open the data root and every listener, then serve."""
+        """Open the data root (its stores) and every listener, then serve."""
         try:
             self.data_root.mkdir(parents=True, exist_ok=True)
+            if self.image_service is None:
+                # Opening the service also empties <data root>/tmp: bodies a dead daemon left there.
+                driver = {"graph_driver": self.config.storage_driver} if self.config.storage_driver else {}
+                self.image_service = await asyncio.to_thread(ImageService, self.data_root, **driver)
         except OSError as err:
             raise DaemonError(f"cannot use data root {self.data_root}: {err.strerror or err}")
-        self._sweep_spooled_contexts()
+        if self.build_backend is None:
+            self.build_backend = create_build_backend(self.config, self.image_service)
+            self.build_router.backend = self.build_backend
         self._stopped = asyncio.Event()
         listeners = [parse_daemon_host(h) for h in self.config.hosts]
         try:
@@ -360,13 +375,6 @@ class Daemon:
         await self.runner.setup()
         for sock in self.sockets:
             await web.SockSite(self.runner, sock).start()
-
-    def _sweep_spooled_contexts(self) -> None:
-        """Remove request bodies a previous daemon left behind when it died mid-build."""
-        tmp = self.data_root / "tmp"
-        if tmp.is_dir():
-            for leftover in tmp.glob("build-context-*"):
-                leftover.unlink(missing_ok=True)
 
     def _close_sockets(self) -> None:
         for sock in self.sockets:
@@ -412,7 +420,7 @@ def run_daemon(config: DaemonConfig) -> int:
         level=logging.DEBUG if config.debug else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    daemon = Daemon(config, build_backend=create_build_backend(config))
+    daemon = Daemon(config)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -434,8 +442,12 @@ def run_daemon(config: DaemonConfig) -> int:
     return 0
 
 
-def create_build_backend(config: DaemonConfig) -> BuildBackend | None:
-    """The build backend for a daemon's data root, when the builders are installed."""
+def create_build_backend(config: DaemonConfig, image_service: ImageService) -> BuildBackend | None:
+    """The build backend (minibuild.backend: the tagger, the classic builder, the DAG solver).
+
+    The builders are a separate part of minibuild; until they are installed here the daemon runs
+    without one and answers POST /build with 501 (see BuildRouter).
+    """
     return None
 
 
@@ -474,8 +486,7 @@ class EmbeddedDaemon:
         """Start serving (a no-op when already running); raises what keeps the daemon from starting."""
         if self.running:
             return self
-        backend = self._build_backend or create_build_backend(self.config)
-        self.daemon = Daemon(self.config, build_backend=backend)
+        self.daemon = Daemon(self.config, build_backend=self._build_backend)
         ready = threading.Event()
 
         def run() -> None:

@@ -1,15 +1,49 @@
-"""A streamed HTTP answer written message by message (moby pkg/ioutils/writeflusher.go).
+"""Request bodies in, streamed answers out (moby pkg/ioutils/writeflusher.go, bytespipe.go).
 
 `WriteFlusher` is the sink behind a build's output: `write()` is synchronous (builders call it from the
 event loop or from worker threads), and each write goes out as its own HTTP chunk, in order, as soon
 as the loop gets to it. The response (200, chunked) is started by the first write, so until then an
 error can still become an ordinary HTTP error: `flushed` tells which case applies.
+
+`ThreadedResponseWriter` is for bulk data produced by a worker thread (`docker save`): each write waits
+until the bytes are sent, so a slow client slows the producer instead of filling memory.
+`spool_request_body` streams a request body (chunked or not) to a file, never holding it in memory.
 """
 
 import asyncio
+import io
+import os
+import secrets
 import threading
+from pathlib import Path
 
 from aiohttp import web
+
+_READ_CHUNK = 1 << 20
+
+
+async def spool_request_body(request: web.Request, directory: Path, prefix: str) -> Path:
+    """Write the request body to a new file `<directory>/<prefix><random>`; the caller removes it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{prefix}{secrets.token_hex(8)}"
+    loop = asyncio.get_running_loop()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pending: list[bytes] = []
+            size = 0
+            async for chunk in request.content.iter_chunked(_READ_CHUNK):
+                pending.append(chunk)
+                size += len(chunk)
+                if size >= _READ_CHUNK:  # write in a worker thread, keep the loop free
+                    await loop.run_in_executor(None, f.write, b"".join(pending))
+                    pending, size = [], 0
+            if pending:
+                await loop.run_in_executor(None, f.write, b"".join(pending))
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
 
 
 class WriteFlusher:
@@ -71,3 +105,30 @@ class WriteFlusher:
         self.closed = True
         if self._pump is not None:
             self._pump.cancel()
+
+
+class ThreadedResponseWriter(io.RawIOBase):
+    """A file a worker thread writes an answer to; `write` returns once the bytes are sent.
+
+    Wrap it in io.BufferedWriter to send fewer, larger chunks. The response starts with the first
+    write (`flushed`), so an error raised before any byte can still be an HTTP error.
+    """
+
+    def __init__(self, request: web.Request, response: web.StreamResponse, loop: asyncio.AbstractEventLoop):
+        self.request, self.response, self.loop = request, response, loop
+        self.flushed = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        data = bytes(b)
+        if data:
+            asyncio.run_coroutine_threadsafe(self._send(data), self.loop).result()
+        return len(data)
+
+    async def _send(self, data: bytes) -> None:
+        if not self.flushed:
+            self.flushed = True
+            await self.response.prepare(self.request)
+        await self.response.write(data)

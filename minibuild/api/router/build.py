@@ -14,8 +14,6 @@ import asyncio
 import base64
 import binascii
 import logging
-import os
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
@@ -34,7 +32,7 @@ from minibuild.api.httputils import (
     parse_int,
     write_json,
 )
-from minibuild.api.ioutils import WriteFlusher
+from minibuild.api.ioutils import WriteFlusher, spool_request_body
 from minibuild.api.server import Route, version_from_request
 from minibuild.api.streamformatter import (
     AuxFormatter,
@@ -79,7 +77,6 @@ _LEGACY_FILTERS = jsondecode.map_of(jsondecode.slice_of(jsondecode.STRING))
 
 # Filters of /build/prune (builder-next's cacheFields, plus the age filters); others are refused.
 _PRUNE_FILTERS = ("id", "parent", "type", "description", "inuse", "shared", "private", "until", "unused-for")
-_READ_CHUNK = 1 << 20
 
 
 class Backend(Protocol):
@@ -261,29 +258,6 @@ class BuildRouter:
             raise errdefs.NotImplemented("this minibuild daemon was started without a builder")
         return self.backend
 
-    async def _receive_body(self, request: web.Request) -> Path:
-        """Stream the request body (chunked or with Content-Length) to a new file under the data root."""
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        path = self.tmp_dir / f"build-context-{secrets.token_hex(8)}"
-        loop = asyncio.get_running_loop()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                pending: list[bytes] = []
-                size = 0
-                async for chunk in request.content.iter_chunked(_READ_CHUNK):
-                    pending.append(chunk)
-                    size += len(chunk)
-                    if size >= _READ_CHUNK:  # write in the background, keep the loop free
-                        await loop.run_in_executor(None, f.write, b"".join(pending))
-                        pending, size = [], 0
-                if pending:
-                    await loop.run_in_executor(None, f.write, b"".join(pending))
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        return path
-
     async def post_build(self, request: web.Request) -> web.StreamResponse:
         version = version_from_request(request)
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
@@ -310,7 +284,7 @@ class BuildRouter:
             if options.squash and not self.experimental:
                 raise errdefs.InvalidParameter("squash is only supported with experimental mode")
             backend = self._require_backend()
-            source = await self._receive_body(request)
+            source = await spool_request_body(request, self.tmp_dir, "build-context-")
             out: Sink = quiet_buffer if options.suppress_output else output
             want_aux = versions.greater_than_or_equal_to(version, "1.30")
             config = BuildConfig(source, options, _build_progress_writer(out, want_aux))
