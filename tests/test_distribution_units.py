@@ -523,3 +523,30 @@ def test_pull_reference_mirrors_the_images_create_parameters():
         pull_reference("BusyBox", "latest")
     with pytest.raises(errdefs.InvalidParameter, match="invalid tag format"):
         pull_reference("busybox", "bad tag")
+
+
+def test_progress_records_render_like_the_daemons_stream_writer():
+    """The API's JSON progress writer takes our records as they are; MessageCollector gives the same dicts."""
+    from minibuild import gojson
+    from minibuild.api.streamformatter import BufferSink, JSONProgressOutput
+    from minibuild.distribution import MessageCollector, progress
+
+    sink = BufferSink()
+    writer = JSONProgressOutput(sink)
+    collector = MessageCollector()
+    for out in (writer, collector):
+        progress.message(out, "latest", "Pulling from library/busybox")
+        progress.update(out, "a3ed95caeb02", "Pulling fs layer")
+        progress.transfer(out, "a3ed95caeb02", "Downloading", 32768, 2_800_000)
+        progress.aux(out, {"Tag": "v1", "Digest": D1, "Size": 527})
+    assert sink.getvalue() == b"".join(gojson.dumpb(m) + b"\r\n" for m in collector.messages)
+    assert collector.messages[:3] == [
+        {"status": "Pulling from library/busybox", "id": "latest"},
+        {"status": "Pulling fs layer", "progressDetail": {}, "id": "a3ed95caeb02"},
+        {
+            "status": "Downloading",
+            "progressDetail": {"current": 32768, "total": 2800000},
+            "progress": "[>                                                  ]  32.77kB/2.8MB",
+            "id": "a3ed95caeb02",
+        },
+    ]
