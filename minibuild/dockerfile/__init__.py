@@ -42,7 +42,7 @@ from minibuild.dockerfile.instructions import (
     parse_mount,
 )
 from minibuild.dockerfile.instructions import parse as parse_instructions
-from minibuild.dockerfile.parser import Node, Result, Warning, parse
+from minibuild.dockerfile.parser import Node, ParseWarning, Result, parse
 
 __all__ = [
     "AddCommand",
@@ -65,6 +65,7 @@ __all__ = [
     "Node",
     "OnbuildCommand",
     "ParseError",
+    "ParseWarning",
     "Result",
     "RunCommand",
     "ShellCommand",
@@ -74,7 +75,6 @@ __all__ = [
     "StopSignalCommand",
     "UserCommand",
     "VolumeCommand",
-    "Warning",
     "WorkdirCommand",
     "check_stage_name_available",
     "daemon_message",

@@ -110,9 +110,6 @@ class KeyValuePairOptional:
     key: str
     value: str | None = None  # None: `ARG NAME` without a default
 
-    def value_string(self) -> str:
-        return self.value or ""
-
 
 def _expand_pairs(pairs: list[KeyValuePair], expand: Expander) -> list[KeyValuePair]:
     return [dataclasses.replace(p, key=expand(p.key), value=expand(p.value)) for p in pairs]

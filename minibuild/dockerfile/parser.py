@@ -64,8 +64,8 @@ class Node:
 
 
 @dataclass
-class Warning:
-    """A parse warning (upstream has one kind: a blank line inside a continued instruction)."""
+class ParseWarning:
+    """upstream's parser.Warning; there is one kind: a blank line inside a continued instruction."""
 
     short: str
     detail: str
@@ -77,7 +77,7 @@ class Warning:
 class Result:
     ast: Node
     escape_token: str
-    warnings: list[Warning]
+    warnings: list[ParseWarning]
 
     def print_warnings(self, out: TextIO) -> None:
         """Write the warnings as upstream's Result.PrintWarnings does."""
@@ -134,7 +134,7 @@ def parse(source: bytes | str) -> Result:
 
     directives = _Directives()
     root = Node(start_line=-1)
-    warnings: list[Warning] = []
+    warnings: list[ParseWarning] = []
     count = len(lines)
     i = 0
     while i < count:
@@ -169,7 +169,7 @@ def parse(source: bytes | str) -> Result:
         line = "".join(pieces)
         if empty_continuation:
             warnings.append(
-                Warning(
+                ParseWarning(
                     short="Empty continuation line found in: " + line,
                     detail="Empty continuation lines will become errors in a future release",
                     url="https://docs.docker.com/go/dockerfile/rule/no-empty-continuation/",
