@@ -32,7 +32,7 @@ class DockerfileError(Exception):
     def __str__(self) -> str:
         if self.line is None:
             return self.msg
-        return f"dockerfile parse error line {self.line}: {self.msg}"
+        return f"dockerfile parse error line {self.line}: {self.msg}"  # newer BuildKit: "error on line"
 
     def __reduce__(self):  # keep line and location across pickling (e.g. to a worker process)
         return _rebuild, (type(self), self.msg, self.line, self.location)

@@ -58,7 +58,7 @@ class BFlags:
     def parse(self) -> None:
         for arg in self.args:
             name, has_value, value = arg[2:].partition("=")
-            if name not in self.declared:
+            if name not in self.declared:  # dockerd's wording; newer BuildKit says "unknown flag: --x"
                 raise DockerfileError(f"Unknown flag: {name}")
             kind = self.declared[name][0]
             if name in self.used and kind != "strings":
@@ -417,7 +417,7 @@ def parse_instruction(node: Node) -> Command | Stage:
     """One AST node as a typed instruction; errors carry the node's lines in `location` only."""
     parse_fn = _PARSERS.get(node.value)
     try:
-        if parse_fn is None:
+        if parse_fn is None:  # upper-cased as dockerd shows it; newer BuildKit keeps the case written
             raise DockerfileError(f"unknown instruction: {gotext.upper(node.value)}")
         return parse_fn(_Request(node, _node_args(node), BFlags(node.flags)))
     except DockerfileError as e:
