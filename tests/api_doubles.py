@@ -28,7 +28,8 @@ from minibuild.archive import decompress_stream
 class RecordingBuildBackend:
     """Records every call; see the module docstring for what the toy Dockerfile lines do."""
 
-    def __init__(self) -> None:
+    def __init__(self, result_id: str | None = None) -> None:
+        self.result_id = result_id  # report this (existing) image id instead of a made-up one
         self.configs: list[BuildConfig] = []
         self.bodies: list[bytes] = []
         self.files: list[dict[str, bytes]] = []
@@ -86,7 +87,7 @@ class RecordingBuildBackend:
                 except asyncio.CancelledError:
                     self.interrupted.set()
                     raise
-        image_id = "sha256:" + hashlib.sha256(files[name.lstrip("/")]).hexdigest()
+        image_id = self.result_id or "sha256:" + hashlib.sha256(files[name.lstrip("/")]).hexdigest()
         if out.aux_formatter is not None:
             out.aux_formatter.emit("", {"ID": image_id})
         out.stdout_formatter.write(f"Successfully built {image_id[7:19]}\n")
