@@ -8,7 +8,10 @@ import asyncio
 import hashlib
 import json
 import os
+import subprocess
+import sys
 
+import aiohttp
 import pytest
 import registry_fixture
 from registry_fixture import make_image
@@ -173,8 +176,6 @@ def push_manifest_list(registry, service, stores):
     )
 
     async def put():
-        import aiohttp
-
         async with aiohttp.ClientSession() as session:
             url = f"{registry.url}/v2/multiarch/manifests/latest"
             headers = {"Content-Type": "application/vnd.docker.distribution.manifest.list.v2+json"}
@@ -395,8 +396,6 @@ def test_pull_by_digest(registry, env):
 
 
 def put_manifest(registry, repository, reference, body, media_type):
-    import aiohttp
-
     async def put():
         async with aiohttp.ClientSession() as session:
             url = f"{registry.url}/v2/{repository}/manifests/{reference}"
@@ -405,3 +404,35 @@ def put_manifest(registry, repository, reference, body, media_type):
                 return resp.headers["Docker-Content-Digest"]
 
     return run(put())
+
+
+CRASHING_PULL = """
+import asyncio, os, sys
+from pathlib import Path
+from minibuild.distribution import MessageCollector, RegistryService
+from minibuild.distribution.images import pull_image
+from minibuild.image.service import ImageService
+
+root = Path(sys.argv[1])
+
+def crash_after_first_layer(message):
+    if message.get("status") == "Pull complete":
+        os._exit(137)  # a daemon killed mid-pull: no cleanup code runs
+
+asyncio.run(pull_image(RegistryService(root / "distribution"), ImageService(root), sys.argv[2],
+                       progress=MessageCollector(crash_after_first_layer)))
+"""
+
+
+def test_daemon_killed_mid_pull_leaves_nothing_after_restart(registry, env, tmp_path):
+    src_service, src = env["src"]
+    name = f"{registry.host}/crash:v1"
+    tag(src, name, make_image(src, [BASE, {"big": os.urandom(6 << 20)}, {"more": os.urandom(1 << 20)}]))
+    run(push_image(src_service, src, name))
+    root = tmp_path / "killed"
+    proc = subprocess.run([sys.executable, "-c", CRASHING_PULL, str(root), name], capture_output=True)
+    assert proc.returncode == 137, proc.stderr.decode()
+    assert any((root / "layerdb").rglob("layer.tar"))  # the first layer did land before the crash
+    service = RegistryService(root / "distribution")  # the daemon starts again
+    images = ImageService(root)
+    assert_nothing_stored(service, images)
