@@ -3,6 +3,7 @@
 import asyncio
 import base64
 import json
+import urllib.request
 
 import pytest
 import registry_fixture
@@ -190,8 +191,6 @@ def test_registry_token_is_passed_through(token_registry, env):
 
 
 def _get(url: str, userpass: str) -> bytes:
-    import urllib.request
-
     request = urllib.request.Request(
         url, headers={"Authorization": "Basic " + base64.b64encode(userpass.encode()).decode()}
     )
