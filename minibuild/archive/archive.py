@@ -26,6 +26,7 @@ import os
 import posixpath
 import shutil
 import stat
+import tarfile
 from pathlib import Path
 from typing import BinaryIO
 
@@ -153,6 +154,9 @@ class _Unpacker:
         self.is_root = os.geteuid() == 0
         self.dirs: list[tuple[str, TarEntry]] = []
         self.unpacked: set[str] = set()  # host paths written by this layer (UnpackLayer's unpackedPaths)
+        # Resolved parent directories; forgotten whenever something is removed or a link is made,
+        # since either may change what a path resolves to.
+        self.parents: dict[str, str] = {}
 
     def host(self, rel: str) -> str:
         return os.path.join(self.root, rel) if rel != "." else self.root
@@ -163,7 +167,10 @@ class _Unpacker:
 
     def parent_dir(self, rel: str) -> str:
         """The entry's parent directory, resolved in scope and created (0755) when missing."""
-        parent = str(follow_symlink_in_scope(posixpath.dirname(rel), Path(self.root)))
+        rel_dir = posixpath.dirname(rel)
+        if rel_dir in self.parents:
+            return self.parents[rel_dir]
+        parent = str(follow_symlink_in_scope(rel_dir, Path(self.root)))
         if not os.path.isdir(parent) or os.path.islink(parent):
             missing = []
             probe = parent
@@ -178,6 +185,7 @@ class _Unpacker:
                     raise _os_error("mkdir", self.shown(path), err)
             if not os.path.isdir(parent):
                 raise ArchiveError(f"mkdir {self.shown(parent)}: not a directory")
+        self.parents[rel_dir] = parent
         return parent
 
     def run(self, stream: BinaryIO) -> int:
@@ -185,10 +193,14 @@ class _Unpacker:
             self.entry(info, content)
         for path, info in self.dirs:  # after their contents, so writing into them did not bump mtimes
             if os.path.isdir(path) and not os.path.islink(path):
-                self.stamp(path, info, chmod=True)
+                self.stamp(path, info, path, chmod=True)
         return self.written
 
     def entry(self, info: TarEntry, content: EntryReader) -> None:
+        if info.type in (tarfile.SYMTYPE, tarfile.LNKTYPE) or (
+            self.whiteouts != "keep" and posixpath.basename(info.name.rstrip("/")).startswith(WHITEOUT_PREFIX)
+        ):
+            self.parents.clear()
         rel = _clean_name(info.name)
         base = posixpath.basename(rel)
         if self.whiteouts == "apply" and rel.startswith(WHITEOUT_META_PREFIX) and rel != WHITEOUT_OPAQUE_DIR:
@@ -202,17 +214,23 @@ class _Unpacker:
         if self.whiteouts != "keep" and base.startswith(WHITEOUT_PREFIX):
             self.whiteout(info, parent, base)
             return
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            st = None
-        if st is not None and not (stat.S_ISDIR(st.st_mode) and info.isdir()):
+        if not info.isreg():  # a regular file finds out what is there when it tries to create itself
             try:
-                _remove(path)  # replace, never write through what was there
-            except OSError as err:
-                raise _os_error("remove", self.shown(path), err)
+                st = os.lstat(path)
+            except FileNotFoundError:
+                st = None
+            if st is not None and not (stat.S_ISDIR(st.st_mode) and info.isdir()):
+                self.replace(path)
         self.create(path, info, content)
         self.unpacked.add(path)
+
+    def replace(self, path: str) -> None:
+        """Remove what is at `path` before writing there: never write through what was there."""
+        self.parents.clear()
+        try:
+            _remove(path)
+        except OSError as err:
+            raise _os_error("remove", self.shown(path), err)
 
     def whiteout(self, info: TarEntry, parent: str, base: str) -> None:
         """A `.wh.` entry: delete (apply) or mark for overlayfs (overlay)."""
@@ -255,13 +273,13 @@ class _Unpacker:
 
     def create(self, path: str, info: TarEntry, content: EntryReader) -> None:
         """moby's createTarFile: make the node, then owner, xattrs, mode and times, in that order."""
-        shown = self.shown(path)
         try:
             if info.isdir():
                 if not os.path.isdir(path):
                     os.mkdir(path, 0o700)  # final mode is set after the contents are written
             elif info.isreg():
                 self.write_file(path, info, content)
+                return
             elif info.islnk():
                 self.hard_link(path, info)
             elif info.issym():
@@ -276,22 +294,30 @@ class _Unpacker:
             else:
                 raise ArchiveError(f"unhandled tar header type {ord(info.type)}")
         except OSError as err:
-            raise _os_error("create", shown, err)
+            raise _os_error("create", self.shown(path), err)
         if info.islnk() and os.path.islink(path):
             return  # a hard link to a symlink: there is no lchmod, and its times belong to the target
-        self.own(path, info)
+        self.own(path, info, path)
         if info.isdir():
             self.dirs.append((path, info))  # mode and times once the contents are in
         else:
-            self.stamp(path, info, chmod=not info.issym())
+            self.stamp(path, info, path, chmod=not info.issym())
 
     def write_file(self, path: str, info: TarEntry, content: EntryReader) -> None:
         if self.size_limit is not None and self.written + info.size > self.size_limit:
             raise ArchiveError(f"archive exceeds the size limit of {self.size_limit} bytes")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileExistsError:
+            self.replace(path)
+            fd = os.open(path, flags, 0o600)
         with os.fdopen(fd, "wb") as out:
             while chunk := content.read(_CHUNK):
                 out.write(chunk)
+            out.flush()
+            self.own(fd, info, path)  # through the descriptor: no more path lookups for this file
+            self.stamp(fd, info, path, chmod=True)
         self.written += info.size
 
     def hard_link(self, path: str, info: TarEntry) -> None:
@@ -309,11 +335,15 @@ class _Unpacker:
                 raise ArchiveError(f"invalid symlink {_q(self.shown(path))} -> {_q(info.linkname)}")
         os.symlink(info.linkname, path)
 
-    def own(self, path: str, info: TarEntry) -> None:
-        """Owner (as root only) and xattrs (skipped where the filesystem refuses them, as moby does)."""
+    def own(self, target: str | int, info: TarEntry, path: str) -> None:
+        """Owner (as root only) and xattrs (skipped where the filesystem refuses them, as moby does).
+
+        `target` is the path, never followed if a symlink, or an open descriptor of it.
+        """
+        nofollow = {} if isinstance(target, int) else {"follow_symlinks": False}
         if self.is_root:
             try:
-                os.chown(path, info.uid, info.gid, follow_symlinks=False)
+                os.chown(target, info.uid, info.gid, **nofollow)
             except OSError as err:
                 # An id unmapped in our user namespace keeps ours (moby fails; rootless extraction needs it).
                 if err.errno != errno.EINVAL or self.privileged:
@@ -321,19 +351,21 @@ class _Unpacker:
                                        f"GID {info.gid}: {os.strerror(err.errno).lower()}")  # fmt: skip
         for name, value in info.xattrs.items():
             try:
-                os.setxattr(path, name, value, follow_symlinks=False)
+                os.setxattr(target, name, value, **nofollow)
             except OSError as err:
                 if err.errno not in (errno.ENOTSUP, errno.EPERM):
                     raise _os_error("lsetxattr", self.shown(path), err)
 
-    def stamp(self, path: str, info: TarEntry, *, chmod: bool) -> None:
+    def stamp(self, target: str | int, info: TarEntry, path: str, *, chmod: bool) -> None:
         """Mode (after chown, which clears set-id bits) and times (atime never before mtime, as moby)."""
         mtime = _time_ns(info, "mtime")
         atime = max(_time_ns(info, "atime"), mtime) if "atime" in info.pax_headers else mtime
         try:
             if chmod:
-                os.chmod(path, info.mode & 0o7777)
-            os.utime(path, ns=(atime, mtime), follow_symlinks=False)
+                os.chmod(target, info.mode & 0o7777)
+            os.utime(
+                target, ns=(atime, mtime), **({} if isinstance(target, int) else {"follow_symlinks": False})
+            )
         except OSError as err:
             raise _os_error("chtimes", self.shown(path), err)
 
