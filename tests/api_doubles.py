@@ -1,4 +1,4 @@
-"""Test doubles and wire helpers for the API, client and CLI tests.
+"""Test doubles and helpers for the API, client and CLI tests (stand-in streams, raw HTTP over a socket).
 
 `RecordingBuildBackend` is NOT a builder: it runs nothing and commits nothing. It reads the context the
 way a builder would (decompress, untar in memory, find the Dockerfile) and writes a stream shaped like
@@ -170,3 +170,25 @@ def raw_chunks(
             return chunks
         chunks.append(rest[:size])
         rest = rest[size + 2 :]
+
+
+class Stream(io.StringIO):
+    def __init__(self, text: str = "", tty: bool = False) -> None:
+        super().__init__(text)
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+class BinaryStdin:
+    """stdin with a binary buffer, as sys.stdin has."""
+
+    def __init__(self, data: bytes) -> None:
+        self.buffer = io.BytesIO(data)
+
+    def isatty(self) -> bool:
+        return False
+
+    def readline(self) -> str:
+        return self.buffer.readline().decode()

@@ -7,35 +7,13 @@ import sys
 import tarfile
 
 import pytest
-from api_doubles import RecordingBuildBackend, tar_of
+from api_doubles import BinaryStdin, RecordingBuildBackend, Stream, tar_of
 
 from minibuild.api.daemon import embedded_daemon
 from minibuild.cli.build import BUILD, builder_version, convert_kv_strings_to_map_with_nil
 from minibuild.cli.command import StatusError
 from minibuild.cli.image import tabwriter
 from minibuild.cli.main import CLI, run
-
-
-class Stream(io.StringIO):
-    def __init__(self, text: str = "", tty: bool = False) -> None:
-        super().__init__(text)
-        self.tty = tty
-
-    def isatty(self) -> bool:
-        return self.tty
-
-
-class BinaryStdin:
-    """stdin with a binary buffer, as sys.stdin has."""
-
-    def __init__(self, data: bytes) -> None:
-        self.buffer = io.BytesIO(data)
-
-    def isatty(self) -> bool:
-        return False
-
-    def readline(self) -> str:
-        return self.buffer.readline().decode()
 
 
 def invoke(host: str, *argv: str, stdin: bytes = b"", env: dict | None = None) -> tuple[int, str, str]:

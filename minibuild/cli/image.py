@@ -3,9 +3,13 @@
 cli/command/system/inspect.go, cli/command/formatter/image.go, history.go).
 
 Tables are laid out as Go's tabwriter lays them out (`docker images`: minimum width 10, padding 3).
+`busybox` is minibuild's own: it makes the offline base image with `minibuild.image.busybox` and sends
+it through the import endpoint, as `docker import` would. The layer is reproducible (SOURCE_DATE_EPOCH
+clamps its times); its created time is the daemon's clock, as for any import.
 """
 
 import argparse
+import io
 import json
 import os
 import tempfile
@@ -336,4 +340,28 @@ IMPORT = Command(
         Flag(("--platform",), "Set platform if server is multi-platform capable", "string"),
     ],
     args=(1, 2),
+)
+
+
+def run_busybox(ns: argparse.Namespace, cli: Any) -> int:
+    """Make the offline base image: the host's static busybox as a rootfs, imported through the API."""
+    from minibuild.image.busybox import BUSYBOX_CHANGES, BusyboxError, write_busybox_rootfs
+
+    epoch = cli.env.get("SOURCE_DATE_EPOCH", "")
+    try:
+        rootfs = io.BytesIO()
+        write_busybox_rootfs(rootfs, source_date_epoch=int(epoch) if epoch.isdigit() else None)
+    except BusyboxError as err:
+        raise StatusError(str(err), 1)
+    with cli.client().image_import(rootfs.getvalue(), ns.tag, changes=BUSYBOX_CHANGES) as resp:
+        _show_stream(resp, cli)
+    return 0
+
+
+BUSYBOX = Command(
+    "busybox",
+    "[OPTIONS]",
+    "Create a busybox image offline from this host's static busybox (package busybox-static)",
+    run_busybox,
+    [Flag(("-t", "--tag"), "Name of the image", "string", default="busybox:latest")],
 )

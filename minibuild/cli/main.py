@@ -15,14 +15,16 @@ from typing import Any, TextIO
 import minibuild
 from minibuild.cli.build import BUILD
 from minibuild.cli.command import PROG, Command, StatusError
-from minibuild.cli.image import HISTORY, IMAGES, IMPORT, INSPECT, LOAD, RMI, SAVE, TAG
+from minibuild.cli.image import BUSYBOX, HISTORY, IMAGES, IMPORT, INSPECT, LOAD, RMI, SAVE, TAG
 from minibuild.cli.system import BUILDER_PRUNE, DAEMON, VERSION
 from minibuild.client import APIClient
 from minibuild.client.client import ClientError
 from minibuild.client.context import ContextError
 from minibuild.defaults import default_host
 
-COMMANDS: list[Command] = [BUILD, DAEMON, HISTORY, IMAGES, IMPORT, INSPECT, LOAD, RMI, SAVE, TAG, VERSION]
+COMMANDS: list[Command] = [
+    BUILD, BUSYBOX, DAEMON, HISTORY, IMAGES, IMPORT, INSPECT, LOAD, RMI, SAVE, TAG, VERSION,
+]  # fmt: skip
 MANAGEMENT: dict[str, tuple[str, list[Command]]] = {"builder": ("Manage builds", [BUILDER_PRUNE])}
 
 
