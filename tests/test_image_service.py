@@ -598,3 +598,71 @@ def test_distribution_store_protocol(service):
     assert service.inspect("base")["RepoDigests"] == ["base@sha256:" + "c" * 64]
     assert service.get_reference(parse_normalized_named("nope")) is None
     assert service_module.truncate_id(image_id) == image_id[7:19]
+
+
+# --- killed at any moment ------------------------------------------------------------------------------
+
+
+def _busy_daemon(root: Path, seed: int) -> None:
+    """Work the stores without pause: import, commit, tag, save/load, remove (runs in a forked child)."""
+    service = ImageService(root)
+    n = seed * 1000
+    while True:
+        n += 1
+        base = service.import_image(io.BytesIO(make_tar(**{f"f{n}": os.urandom(2000)})), repo=f"imp{n % 5}")
+        child = commit_child(service, base, f"step {n}", {f"g{n}": b"x" * (n % 3000)})
+        service.tag(child, "app", f"v{n % 4}")
+        if n % 3 == 0:
+            out = io.BytesIO()
+            service.save([child], out)
+            service.load(io.BytesIO(out.getvalue()), on_stream=lambda _: None)
+        for name in (f"imp{(n + 2) % 5}", f"app:v{(n + 1) % 4}"):
+            try:
+                service.remove(name, force=True)
+            except errdefs.DockerError:
+                pass
+
+
+def check_consistent(root: Path) -> ImageService:
+    service = ImageService(root)
+    images = service.image_store.images()
+    for ref, image_id in service.reference_store.all():
+        assert image_id in images, f"dangling reference {ref}"
+    wanted = set()
+    for image in images.values():
+        if image.chain_id:
+            chain = service.layer_store.chain(image.chain_id)
+            assert [layer.diff_id for layer in chain] == image.diff_ids
+            wanted |= {layer.chain_id for layer in chain}
+    assert {layer.chain_id for layer in service.layer_store.layers()} == wanted  # no orphan layers
+    for layer in service.layer_store.layers():
+        assert sha(layer.tar_path.read_bytes()) == layer.diff_id
+    leftovers = [p for p in root.rglob("*") if p.name.startswith(".tmp-")]
+    assert leftovers == [] and os.listdir(root / "tmp") == [] and os.listdir(root / "layerdb/tmp") == []
+    for image_id in images:
+        parent = service.image_store.get_parent(image_id)
+        assert parent is None or parent in images
+    return service
+
+
+def test_killed_at_any_moment_reopens_consistent(tmp_path):
+    """SIGKILL a process working the stores at different moments; every restart finds them whole."""
+    import signal
+    import time
+
+    root = tmp_path / "root"
+    for round_, delay in enumerate([0.05, 0.2, 0.35, 0.5, 0.8, 1.1, 1.5, 2.0]):
+        pid = os.fork()
+        if pid == 0:  # the child never returns into pytest
+            try:
+                _busy_daemon(root, round_ + 1)
+            finally:
+                os._exit(1)
+        time.sleep(delay)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        service = check_consistent(root)
+        for image_id in service.image_store.images():
+            service.inspect(image_id)
+            service.history(image_id)
+        service.list_images(all=True)

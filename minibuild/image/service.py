@@ -55,6 +55,7 @@ from minibuild.image.reference import (
 )
 from minibuild.image.refstore import ReferenceStore
 from minibuild.image.store import ImageStore
+from minibuild.ioutils import TEMP_PREFIX
 from minibuild.layer import Layer, LayerStore, chain_id_of
 
 DOCKER_VERSION = f"{minibuild.__version__}-minibuild"  # written as docker_version in new configs
@@ -86,6 +87,8 @@ class ImageService:
         self.tmp_dir = self.root / "tmp"
         shutil.rmtree(self.tmp_dir, ignore_errors=True)  # half-done imports and loads of a dead daemon
         self.tmp_dir.mkdir()
+        for leftover in self.root.glob(TEMP_PREFIX + "*"):
+            leftover.unlink()  # an interrupted rewrite of repositories.json
         self.layer_store = LayerStore(self.root / "layerdb")
         self.image_store = ImageStore(self.root / "imagedb", self.layer_store)
         self.reference_store = ReferenceStore(self.root / "repositories.json")
