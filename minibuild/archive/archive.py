@@ -158,9 +158,6 @@ class _Unpacker:
         # since either may change what a path resolves to.
         self.parents: dict[str, str] = {}
 
-    def host(self, rel: str) -> str:
-        return os.path.join(self.root, rel) if rel != "." else self.root
-
     def shown(self, path: str) -> str:
         """A host path as the chrooted extractor would print it."""
         return "/" + os.path.relpath(path, self.root).lstrip(".")
@@ -250,11 +247,11 @@ class _Unpacker:
             except OSError as err:
                 raise _os_error("mknod", self.shown(target), err)
             return
-        if base == WHITEOUT_OPAQUE_DIR:
-            self.empty_opaque(parent)
-            return
         try:
-            _remove(os.path.join(parent, base[len(WHITEOUT_PREFIX) :]))
+            if base == WHITEOUT_OPAQUE_DIR:
+                self.empty_opaque(parent)
+            else:
+                _remove(os.path.join(parent, base[len(WHITEOUT_PREFIX) :]))
         except OSError as err:
             raise _os_error("remove", self.shown(parent), err)
 
