@@ -590,3 +590,40 @@ def test_never_writes_outside(tmp_path_factory, entries):
         pass
     assert sorted(os.listdir(base)) == ["dest", "outside"]
     assert os.listdir(outside) == ["sentinel"] and (outside / "sentinel").read_bytes() == b"s"
+
+
+# --- property: damaged archives fail with ArchiveError, nothing else ---------------------------------------
+
+_SAMPLE = make_tar(
+    entry("d", tarfile.DIRTYPE),
+    entry("d/" + "long" * 40, data=b"x" * 700),
+    entry("l", tarfile.SYMTYPE, linkname="d"),
+    entry("h", tarfile.LNKTYPE, linkname="d/" + "long" * 40),
+    entry(".wh.gone"),
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(st.tuples(st.integers(0, len(_SAMPLE) - 1), st.integers(0, 255)), max_size=6),
+    st.integers(0, len(_SAMPLE)),
+    st.sampled_from(["keep", "apply", "overlay"]),
+)
+def test_damaged_archives_only_raise_archive_error(tmp_path_factory, flips, cut, whiteouts):
+    data = bytearray(_SAMPLE[:cut])
+    for offset, value in flips:
+        if offset < len(data):
+            data[offset] = value
+    base = tmp_path_factory.mktemp("fuzz")
+    try:
+        untar(io.BytesIO(bytes(data)), base / "dest", whiteouts=whiteouts)
+    except ArchiveError:
+        pass
+    assert sorted(os.listdir(base)) == ["dest"]
+
+
+def test_nul_in_pax_names_is_invalid(dest):
+    info, data = entry("f", data=b"1")
+    info.pax_headers = {"path": "a\0b"}
+    with pytest.raises(ArchiveError, match="invalid tar header"):
+        extract(make_tar((info, data)), dest)

@@ -96,8 +96,10 @@ def _parse_pax(data: bytes) -> dict[str, bytes]:
         if length < space + 3 or length > len(data) or data[length - 1 : length] != b"\n":
             raise ArchiveError(ERR_HEADER)
         key, sep, value = data[space + 1 : length - 1].partition(b"=")
-        if not sep or not key:
+        if not sep or not key or b"\0" in key:
             raise ArchiveError(ERR_HEADER)
+        if key in (b"path", b"linkpath", b"uname", b"gname") and b"\0" in value:
+            raise ArchiveError(ERR_HEADER)  # Go's validPAXRecord
         records[key.decode("utf-8", "surrogateescape")] = value
         data = data[length:]
     return records
