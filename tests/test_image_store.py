@@ -132,7 +132,9 @@ def test_image_from_json():
     image = Image.from_json(raw)
     assert image.id == "sha256:" + hashlib.sha256(raw).hexdigest() == image_id_of(raw)
     assert image.chain_id is None and image.diff_ids == []
-    for bad in (b"not json", b"[]", b"{}"):
+    bad_time = b'{"rootfs":{"type":"layers"},"created":"yesterday"}'
+    bad_history = b'{"rootfs":{"type":"layers"},"history":[{"created":5}]}'
+    for bad in (b"not json", b"[]", b"{}", bad_time, bad_history, b'{"rootfs":{},"history":"x"}'):
         with pytest.raises(InvalidImageConfig):
             Image.from_json(bad)
 

@@ -145,7 +145,7 @@ def format_time(ns: int) -> str:
 
 def parse_time(text: str) -> int:
     """RFC 3339 (with up to nanoseconds) as Unix nanoseconds; Go's zero time when empty."""
-    match = _RFC3339.fullmatch(text or "")
+    match = _RFC3339.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise InvalidImageConfig(f"invalid time {text!r}")
     year, month, day, hour, minute, second, frac, zone = match.groups()
@@ -177,6 +177,12 @@ class Image:
             raise InvalidImageConfig("json: cannot unmarshal into Go value of type image.Image")
         if not isinstance(config.get("rootfs"), dict):
             raise InvalidImageConfig("invalid image JSON, no RootFS key")
+        history = config.get("history") or []
+        if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+            raise InvalidImageConfig("json: cannot unmarshal history into Go value of type []image.History")
+        for created in [config.get("created"), *(h.get("created") for h in history)]:
+            if created is not None:
+                parse_time(created)  # Go refuses a config whose times do not parse
         return cls(image_id_of(raw), raw, config)
 
     @property
