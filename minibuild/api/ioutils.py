@@ -76,13 +76,17 @@ class WriteFlusher:
         self._queue.put_nowait(data)
 
     async def _run(self) -> None:
-        await self.response.prepare(self.request)
+        # aiohttp raises ConnectionError or RuntimeError once the client has gone.
+        try:
+            await self.response.prepare(self.request)
+        except (ConnectionError, RuntimeError) as err:
+            self.error = err
         while (data := await self._queue.get()) is not None:
             if self.error is not None:
                 continue  # the client is gone: drain without writing
             try:
                 await self.response.write(data)
-            except (ConnectionError, RuntimeError) as err:  # aiohttp raises either for a closed transport
+            except (ConnectionError, RuntimeError) as err:
                 self.error = err
 
     async def close(self) -> None:

@@ -163,9 +163,9 @@ class _Core:
             experimental=headers.get("Docker-Experimental", "") == "true",
             builder_version=headers.get("Builder-Version", ""),
         )
-        resp.close()
         if resp.status_code >= 400:
             self._check_response_err(resp)
+        resp.close()
         return ping
 
     # --- requests ---
@@ -217,9 +217,12 @@ class _Core:
         content_type = resp.headers.get("Content-Type", "")
         if versions.greater_than(self.version, "1.23") and content_type == "application/json":
             try:
-                message = str(json.loads(body).get("message", "")).strip()
+                decoded = json.loads(body)
             except ValueError as err:
                 raise ClientError(f"Error reading JSON: {err}") from err
+            if not isinstance(decoded, dict):
+                raise ClientError("Error reading JSON: the error body is not a JSON object")
+            message = str(decoded.get("message", "")).strip()
         else:
             message = body.decode("utf-8", "replace").strip()
         raise APIError(resp.status_code, message)
