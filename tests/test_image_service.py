@@ -666,3 +666,41 @@ def test_killed_at_any_moment_reopens_consistent(tmp_path):
             service.inspect(image_id)
             service.history(image_id)
         service.list_images(all=True)
+
+
+def test_concurrent_commits_and_removals_keep_parents(service):
+    """Builders commit children while a client removes images: no child ever loses its parent."""
+    import threading
+
+    bases = [import_base(service, repo=f"b{n}") for n in range(4)]
+    errors = []
+
+    def commit(n: int) -> None:
+        for i in range(15):
+            try:
+                commit_child(service, bases[(n + i) % 4], f"step {n}.{i}", {f"f{n}.{i}": b"x"})
+            except errdefs.DockerError:
+                pass  # the parent was removed first: a clean refusal
+            except Exception as err:  # noqa: BLE001 - collected and reported below
+                errors.append(err)
+
+    def remove() -> None:
+        for i in range(30):
+            try:
+                service.remove(bases[i % 4], force=True)
+            except errdefs.DockerError:
+                pass
+            except Exception as err:  # noqa: BLE001
+                errors.append(err)
+
+    threads = [threading.Thread(target=commit, args=(n,)) for n in range(3)]
+    threads.append(threading.Thread(target=remove))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    images = service.image_store.images()
+    for image_id in images:
+        parent = service.image_store.get_parent(image_id)
+        assert parent is None or parent in images

@@ -22,6 +22,7 @@ import copy
 import platform
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -56,7 +57,7 @@ from minibuild.image.reference import (
 from minibuild.image.refstore import ReferenceStore
 from minibuild.image.store import ImageStore
 from minibuild.ioutils import TEMP_PREFIX
-from minibuild.layer import Layer, LayerStore, chain_id_of
+from minibuild.layer import Layer, LayerDoesNotExist, LayerStore, chain_id_of
 
 DOCKER_VERSION = f"{minibuild.__version__}-minibuild"  # written as docker_version in new configs
 ACCEPTED_IMAGE_FILTERS = ("before", "dangling", "label", "reference", "since")
@@ -94,6 +95,9 @@ class ImageService:
         self.reference_store = ReferenceStore(self.root / "repositories.json")
         self.reference_store.prune(lambda image_id: image_id in self.image_store)  # no dangling names
         self.layer_store.sweep_unreferenced()  # layers registered by a build that never committed
+        # Held while images and names come and go, so that a removal deciding "no children, no tags"
+        # cannot interleave with a commit or a tag; long work (layer registration) happens outside it.
+        self.lock = threading.RLock()
 
     # --- looking up ------------------------------------------------------------------------------
 
@@ -138,9 +142,12 @@ class ImageService:
         rootfs = config.setdefault("rootfs", {"type": "layers"})
         diff_ids = list(rootfs.get("diff_ids") or [])
         top = chain_id_of(diff_ids)
-        if top is not None and top not in self.layer_store:
-            raise errdefs.InvalidParameter(f"failed to get layer {top}: layer does not exist")
         held: list[Layer] = []
+        if top is not None:
+            try:
+                held.append(self.layer_store.acquire(top))  # kept while we stack on it
+            except LayerDoesNotExist as err:
+                raise errdefs.InvalidParameter(f"failed to get layer {top}: {err}") from err
         try:
             for source in layers:
                 if isinstance(source, Layer):
@@ -157,9 +164,10 @@ class ImageService:
                 raw = marshal_image_config(config)
             except InvalidImageConfig as err:
                 raise errdefs.InvalidParameter(str(err)) from err
-            return self.image_store.create(raw, parent=parent_id)
+            with self.lock:  # not while a removal decides whether `parent_id` has children
+                return self.image_store.create(raw, parent=parent_id)
         finally:
-            for layer in held:  # the image took its own reference; children hold their parents
+            for layer in reversed(held):  # the image took its own reference; children hold their parents
                 self.layer_store.release(layer.chain_id)
 
     def import_image(
@@ -213,11 +221,12 @@ class ImageService:
                 "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
                 "history": [{"created": created, "comment": message}],
             }
-            image_id = self.image_store.create(marshal_image_config(config))
+            with self.lock:
+                image_id = self.image_store.create(marshal_image_config(config))
+                if new_ref is not None:
+                    self.tag_image_with_reference(image_id, new_ref)
         finally:
             self.layer_store.release(layer.chain_id)
-        if new_ref is not None:
-            self.tag_image_with_reference(image_id, new_ref)
         return image_id
 
     # --- tags ------------------------------------------------------------------------------------
@@ -239,8 +248,10 @@ class ImageService:
 
     def tag_image_with_reference(self, image_id: str, ref: Reference) -> None:
         """Point a reference at an image, replacing what it pointed at; record the tag time."""
-        self.reference_store.add_tag(ref, image_id, force=True)
-        self.image_store.set_last_updated(image_id)
+        with self.lock:
+            self.image_store.get(image_id)  # still there
+            self.reference_store.add_tag(ref, image_id, force=True)
+            self.image_store.set_last_updated(image_id)
 
     # --- the stores as pull and push see them (minibuild.distribution's PullStore, PushStore) ----
 
@@ -248,7 +259,8 @@ class ImageService:
         return image_id in self.image_store
 
     def put_image_config(self, config: bytes) -> str:
-        return self.image_store.create(config)
+        with self.lock:
+            return self.image_store.create(config)
 
     def get_image_config(self, image_id: str) -> bytes:
         return self.image_store.get(image_id).raw
@@ -409,6 +421,10 @@ class ImageService:
 
         minibuild keeps no containers, so only the reference and child-image conflicts apply.
         """
+        with self.lock:
+            return self._remove(name, force=force, prune=prune)
+
+    def _remove(self, name: str, *, force: bool, prune: bool) -> list[dict[str, str]]:
         image = self.get_image(name)
         records: list[dict[str, str]] = []
         refs = self.reference_store.references(image.id)

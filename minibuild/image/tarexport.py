@@ -353,34 +353,40 @@ def _load_manifest(service, tmp, manifest, on_stream, on_progress) -> list[str]:
                     raise errdefs.System(
                         f'invalid diffID for layer {i}: expected "{diff_id}", got "{layer.diff_id}"'
                     )
-            image_id = service.image_store.create(config)
+            with service.lock:  # tagged before anyone could remove it as an untagged image
+                image_id = service.image_store.create(config)
+                tagged_count = _tag_loaded(service, image_id, item.get("RepoTags") or [], on_stream)
         finally:
             for layer in held:
                 service.layer_store.release(layer.chain_id)
         loaded.append(image_id)
         id_lines += f"Loaded image ID: {image_id}\n"
-        tagged_count = 0
-        for repo_tag in item.get("RepoTags") or []:
-            try:
-                ref = parse_normalized_named(repo_tag)
-            except InvalidReference as err:
-                raise errdefs.System(str(err)) from err
-            if not ref.tag:
-                raise errdefs.System(f'invalid tag "{repo_tag}"')
-            previous = service.get_reference(ref)
-            if previous is not None and previous != image_id:
-                on_stream(f"The image {familiar_string(ref)} already exists, renaming the old one with ID "
-                          f"{previous} to empty string\n")  # fmt: skip
-            service.tag_image_with_reference(image_id, ref)
-            on_stream(f"Loaded image: {familiar_string(ref)}\n")
-            tagged_count += 1
         links.append((image_id, item.get("Parent")))
-    for image_id, parent_id in _validated_parent_links(links):
-        if parent_id:
-            _set_parent(service, image_id, parent_id)
+    with service.lock:
+        for image_id, parent_id in _validated_parent_links(links):
+            if parent_id:
+                _set_parent(service, image_id, parent_id)
     if tagged_count == 0:  # moby prints the IDs when the last image had no tags
         on_stream(id_lines)
     return loaded
+
+
+def _tag_loaded(service, image_id: str, repo_tags: list, on_stream: Callable[[str], None]) -> int:
+    """moby's setLoadedTag for each name of a loaded image; return how many."""
+    for repo_tag in repo_tags:
+        try:
+            ref = parse_normalized_named(repo_tag)
+        except InvalidReference as err:
+            raise errdefs.System(str(err)) from err
+        if not ref.tag:
+            raise errdefs.System(f'invalid tag "{repo_tag}"')
+        previous = service.get_reference(ref)
+        if previous is not None and previous != image_id:
+            on_stream(f"The image {familiar_string(ref)} already exists, renaming the old one with ID "
+                      f"{previous} to empty string\n")  # fmt: skip
+        service.tag_image_with_reference(image_id, ref)
+        on_stream(f"Loaded image: {familiar_string(ref)}\n")
+    return len(repo_tags)
 
 
 def _load_layer(service, path: Path, parent: str | None, diff_id: str, on_progress) -> Layer:
