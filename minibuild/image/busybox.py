@@ -1,4 +1,4 @@
-"""An offline busybox base image from the host's static busybox.
+"""An offline busybox base image (no moby file: it stands in for `docker import` of a busybox rootfs).
 
 dockerd's reference runs used `busybox:local`, a static busybox rootfs imported with `docker import`.
 This module builds the same kind of rootfs without a network: the host's statically linked busybox
