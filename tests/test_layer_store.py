@@ -65,6 +65,7 @@ def test_chain_ids_as_docker_computes_them(store):
     assert chain_id_of([base.diff_id, top.diff_id]) == expected
     assert chain_id_of([base.diff_id]) == base.diff_id
     assert chain_id_of([]) is None
+    assert store.chain_id_of([base.diff_id, top.diff_id]) == expected
     assert [layer.chain_id for layer in store.chain(top.chain_id)] == [base.chain_id, top.chain_id]
 
 

@@ -93,6 +93,8 @@ class _Tee:
 class LayerStore:
     """Layers by chain ID, with reference counts; safe to use from several threads."""
 
+    chain_id_of = staticmethod(chain_id_of)  # also reachable as store.chain_id_of(diff_ids)
+
     def __init__(self, root: Path):
         self.root = Path(root)
         self._layers_dir = self.root / "sha256"
