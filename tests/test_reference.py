@@ -1,7 +1,7 @@
 """Docker's reference grammar and normalization (docker/distribution reference)."""
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minibuild.image.reference import (
@@ -126,6 +126,7 @@ _component = st.from_regex(r"[a-z0-9]{1,4}(?:(?:[._]|__|-{1,2})[a-z0-9]{1,4}){0,
 _tag = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,10}", fullmatch=True)
 
 
+@settings(deadline=None)  # a loaded machine must not fail it
 @given(st.lists(_component, min_size=1, max_size=3), st.one_of(st.none(), _tag))
 def test_round_trip(components, tag):
     text = "/".join(components) + (f":{tag}" if tag else "")
@@ -134,6 +135,7 @@ def test_round_trip(components, tag):
     assert parse_normalized_named(familiar_string(ref)) == ref
 
 
+@settings(deadline=None)  # a loaded machine must not fail it
 @given(st.text(max_size=80))
 def test_only_our_error_escapes(text):
     try:
