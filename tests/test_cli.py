@@ -293,3 +293,38 @@ def test_console_entry_points():
         env=dict(os.environ),
     )
     assert result.returncode == 125
+
+
+@pytest.fixture
+def http_files(tmp_path):
+    """A local HTTP server (no internet needed) serving files from tmp_path/www."""
+    import functools
+    import http.server
+    import threading
+
+    www = tmp_path / "www"
+    www.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield www, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_url_contexts(daemon, backend, http_files):
+    www, base = http_files
+    (www / "Dockerfile").write_bytes(b"FROM scratch\nRUN echo from-url\n")
+    (www / "ctx.tar").write_bytes(tar_of({"Dockerfile": b"FROM scratch\n", "a": b"1"}))
+    code, out, _ = invoke(daemon.host, "build", f"{base}/Dockerfile")
+    assert code == 0 and "from-url\n" in out and list(backend.files[-1]) == ["Dockerfile"]
+    code, _, _ = invoke(daemon.host, "build", f"{base}/ctx.tar")
+    assert code == 0 and sorted(backend.files[-1]) == ["Dockerfile", "a"]
+    code, _, err = invoke(daemon.host, "build", f"{base}/missing")
+    assert code == 1 and err.startswith(
+        f"unable to prepare context: unable to download remote context {base}/missing"
+    )
+    code, _, err = invoke(daemon.host, "build", "git://example.invalid/repo.git")
+    assert code == 1 and "does not clone git contexts" in err
