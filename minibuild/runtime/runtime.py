@@ -42,7 +42,10 @@ from minibuild.runtime.spec import (
 OutputCallback = Callable[[bytes], Awaitable[None] | None]
 _READ_SIZE = 32 * 1024  # Go's io.Copy buffer
 # How dockerd words a failure of runc's init before the process started.
-_SHIM_ERROR = "failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: {}: unknown"  # noqa: E501
+_SHIM_ERROR = (
+    "failed to create shim task: OCI runtime create failed: runc create failed: "
+    "unable to start container process: {}: unknown"
+)
 
 
 class Runtime:
