@@ -443,12 +443,10 @@ def run_daemon(config: DaemonConfig) -> int:
 
 
 def create_build_backend(config: DaemonConfig, image_service: ImageService) -> BuildBackend | None:
-    """The build backend (minibuild.backend: the tagger, the classic builder, the DAG solver).
+    """The build backend (minibuild.backend: the tagger, the classic builder, the DAG solver)."""
+    from minibuild.backend import new_backend  # the builders import the API's types: import them late
 
-    The builders are a separate part of minibuild; until they are installed here the daemon runs
-    without one and answers POST /build with 501 (see BuildRouter).
-    """
-    return None
+    return new_backend(config.data_root, image_service=image_service)
 
 
 # --- embedded daemon ------------------------------------------------------------------------------------
