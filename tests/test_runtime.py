@@ -378,6 +378,14 @@ def test_exec_format_error_is_the_process_output(rootfs):
     assert output.text("err") == "exec /bin/not-elf: exec format error\n"
 
 
+def test_a_setup_failure_is_reported_and_cleaned_up(tmp_path):
+    broken = make_busybox_rootfs(tmp_path / "broken", etc=False)
+    (broken / "etc").write_text("a file where /etc/hosts must go")
+    with pytest.raises(ContainerError, match="^lstat /etc/hosts: not a directory$"):
+        sh(broken, "true")
+    assert sorted(os.listdir(broken)) == ["bin", "etc"]  # /proc, /dev, /sys made for it are gone
+
+
 def test_missing_rootfs_is_a_clear_error(tmp_path):
     with pytest.raises(ContainerError, match="is not a directory"):
         sh(tmp_path / "nope", "true")

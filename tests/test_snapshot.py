@@ -279,8 +279,11 @@ ROOTLESS = textwrap.dedent(
     for snapshotter in (OverlaySnapshotter(work / "overlay"), NaiveSnapshotter(work / "naive")):
         first = snapshotter.prepare("first", chain)
         code, out = sh(first, "rm -rf /opq && mkdir /opq && echo new > /opq/new && rm /etc/group && id -u")
+        with snapshotter.mounted(first) as tree:  # what COPY does
+            (tree / "copied").write_text("copied")
         diff = io.BytesIO()
         snapshotter.diff(first, diff, source_date_epoch=0)
+        snapshotter.remove(first)  # also overlay's work/work, which has no permissions at all
         layer = store.register(io.BytesIO(diff.getvalue()), chain[0].chain_id)
         second = snapshotter.prepare("second", [*chain, layer])
         with tarfile.open(fileobj=io.BytesIO(diff.getvalue())) as tar:
@@ -322,6 +325,7 @@ def test_rootless_overlay_and_naive_agree():
     assert overlay == naive
     assert overlay["code"] == 0 and overlay["out"] == "0\n"
     assert overlay["tar"] == [
+        ["copied", 0, 0],
         ["etc", 0, 0],
         ["etc/.wh.group", 0, 0],
         ["opq", 0, 0],

@@ -108,6 +108,14 @@ def _reason(err: OSError) -> str:
     return text[:1].lower() + text[1:]
 
 
+def describe(err: Exception) -> SetupError:
+    """A setup failure for the daemon, an OSError worded as Go would (`/x/etc: not a directory`)."""
+    if isinstance(err, OSError) and err.strerror:
+        text = f"{err.filename}: {_reason(err)}" if err.filename else err.strerror
+        return SetupError("setup", text, err.errno or 0)
+    return SetupError("setup", str(err))
+
+
 def _send(status_fd: int, **message: object) -> None:
     os.write(status_fd, json.dumps(message).encode() + b"\n")
 
@@ -147,7 +155,7 @@ def start_container(config: dict, stdout_fd: int, stderr_fd: int, status_fd: int
     except SetupError as err:
         report_error(status_fd, err)
     except (OSError, ArchiveError) as err:
-        report_error(status_fd, SetupError("setup", str(err), getattr(err, "errno", 0) or 0))
+        report_error(status_fd, describe(err))
 
 
 def _enter_container_root(rootfs: str, root: os.stat_result) -> bool:
@@ -378,7 +386,7 @@ def container_init(
         report_error(status_fd, err)
         os._exit(1)
     except (OSError, ArchiveError) as err:
-        report_error(status_fd, SetupError("setup", str(err), getattr(err, "errno", 0) or 0))
+        report_error(status_fd, describe(err))
         os._exit(1)
     try:
         os.execve(path, args, env)

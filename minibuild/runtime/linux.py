@@ -1,7 +1,8 @@
 """Linux system calls Python 3.11's os module lacks (golang.org/x/sys/unix, as runc calls them).
 
 unshare, mount, umount2, pivot_root and prctl through ctypes on libc; constants from <sched.h>,
-<sys/mount.h> and <linux/prctl.h>. Every wrapper raises OSError with the errno, like the os module.
+<sys/mount.h> and <linux/prctl.h>. Every wrapper raises OSError with the errno, worded as Go's
+*PathError is (`mount /x: operation not permitted`).
 """
 
 import ctypes
@@ -41,10 +42,11 @@ PR_CAPBSET_DROP = 24
 _SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
 
-def _check(result: int, what: str, path: str | bytes | None = None) -> None:
+def _check(result: int, what: str, path: str | None = None) -> None:
     if result < 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}", path)
+        reason = os.strerror(err)
+        raise OSError(err, f"{what}{' ' + path if path else ''}: {reason[:1].lower()}{reason[1:]}")
 
 
 def _b(value: str | os.PathLike | None) -> bytes | None:
@@ -60,12 +62,12 @@ def mount(
     source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
 ) -> None:
     """mount(2)."""
-    _check(_libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)), "mount", target)
+    _check(_libc.mount(_b(source), _b(target), _b(fstype), flags, _b(data)), "mount", str(target))
 
 
 def umount2(target: str, flags: int = 0) -> None:
     """umount2(2)."""
-    _check(_libc.umount2(_b(target), flags), "umount", target)
+    _check(_libc.umount2(_b(target), flags), "umount", str(target))
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
@@ -73,7 +75,7 @@ def pivot_root(new_root: str, put_old: str) -> None:
     number = _SYS_PIVOT_ROOT.get(platform.machine())
     if number is None:
         raise OSError(38, f"pivot_root: unsupported architecture {platform.machine()}")
-    _check(_libc.syscall(number, _b(new_root), _b(put_old)), "pivot_root", new_root)
+    _check(_libc.syscall(number, _b(new_root), _b(put_old)), "pivot_root", str(new_root))
 
 
 def prctl(option: int, arg2: int = 0) -> None:
