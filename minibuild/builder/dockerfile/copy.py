@@ -366,9 +366,18 @@ ROOT_IDENTITY = Identity(0, 0)
 
 
 def perform_copy_for_info(
-    dest: CopyInfo, source: CopyInfo, *, decompress: bool, identity: Identity | None, chmod: int | None
+    dest: CopyInfo,
+    source: CopyInfo,
+    *,
+    decompress: bool,
+    identity: Identity | None,
+    chmod: int | None,
+    scratch: Path,
 ) -> None:
-    """Copy one source to the destination with Docker's directory and archive rules."""
+    """Copy one source to the destination with Docker's directory and archive rules.
+
+    `scratch` is a host directory for unpacking archives before they are copied in.
+    """
     src_path = source.full_path()
     dest_path = dest.full_path()
     try:
@@ -379,14 +388,27 @@ def perform_copy_for_info(
         copy_directory(src_path, dest_path, identity, chmod)
         return
     if decompress and not source.no_decompress and is_archive_path(src_path):
-        dest_path.mkdir(mode=0o755, parents=True, exist_ok=True)
-        with open(src_path, "rb") as f:
-            untar(decompress_stream(f), dest_path, whiteouts="keep")
+        untar_path(src_path, dest_path, scratch)
         return
     if dest.path.endswith("/") or dest_path.is_dir():
         # the source's own name (not its symlink target's) names the file
         dest_path = dest_path / os.path.basename(source.path.rstrip("/"))
     copy_file(src_path, dest_path, identity, chmod)
+
+
+def untar_path(src: Path, dest: Path, scratch: Path) -> None:
+    """ADD of a local archive: its entries merged into `dest`, owners and modes as the archive says.
+
+    The archive is unpacked on the host first: `untar` resolves its destination with realpath, which
+    would leave a snapshot reached through /proc/<pid>/root.
+    """
+    staging = Path(tempfile.mkdtemp(prefix="add-", dir=scratch))
+    try:
+        with open(src, "rb") as f:
+            untar(decompress_stream(f), staging, whiteouts="keep")
+        copy_directory(staging, dest, None, None)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def is_archive_path(path: Path) -> bool:

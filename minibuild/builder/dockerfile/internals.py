@@ -288,6 +288,7 @@ def _copy_and_commit(
                     decompress=inst.allow_local_decompression,
                     identity=None if inst.preserve_ownership else identity,
                     chmod=chmod,
+                    scratch=b.components.tmp_dir,
                 )
             except (OSError, CopyError) as err:
                 raise CopyError(f"failed to copy files: {err}") from None
