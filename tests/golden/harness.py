@@ -5,6 +5,7 @@ status, messages = post_build(socket_path, query, context_tar(name))
 assert normalize(messages) == normalize(expected_messages(name))
 """
 
+import asyncio
 import http.client
 import io
 import json
@@ -14,6 +15,19 @@ import tarfile
 import urllib.parse
 from pathlib import Path
 from typing import Any
+
+from minibuild.api.backend import BuildConfig, ProgressWriter
+from minibuild.api.streamformatter import (
+    AuxFormatter,
+    BufferSink,
+    JSONProgressOutput,
+    new_stderr_writer,
+    new_stdout_writer,
+)
+from minibuild.api.types import ImageBuildOptions
+from minibuild.archive import apply_layer
+from minibuild.backend import new_backend
+from minibuild.image.busybox import create_busybox_image
 
 GOLDEN = Path(__file__).resolve().parent
 _CASE_FILES = {"case.json", "stream.jsonl"}
@@ -125,3 +139,90 @@ def normalize(messages: list[dict[str, Any]]) -> list[Any]:
         out.append(json.loads(_ID_RE.sub(rename, json.dumps(message))))
     flush()
     return out
+
+
+# --- builds straight through Backend.build (no HTTP), for tests that look into the store ---------------
+
+
+class Built:
+    """What one build gave: the image ID (or the error), the messages, and the stream's texts."""
+
+    def __init__(self, image_id: str | None, messages: list[dict[str, Any]], error: BaseException | None):
+        self.image_id = image_id
+        self.messages = messages
+        self.error = error
+
+    @property
+    def texts(self) -> list[str]:
+        return [m["stream"] for m in self.messages if "stream" in m]
+
+    @property
+    def output(self) -> str:
+        return "".join(self.texts)
+
+    @property
+    def stderr(self) -> str:
+        """Everything written in bright red (RUN stderr), unwrapped and joined."""
+        pieces = [t for t in self.texts if t.startswith(_RED) and t.endswith(_RESET)]
+        return "".join(t[len(_RED) : -len(_RESET)] for t in pieces)
+
+    def ok(self) -> str:
+        assert self.error is None, f"{self.error!r}\n{self.output}"
+        assert self.image_id is not None
+        return self.image_id
+
+
+class BuildBench:
+    """A Backend on a fresh data root with busybox:local, and helpers to build and look at images."""
+
+    def __init__(self, data_root: Path, *, busybox_ref: str = "busybox:local") -> None:
+        self.data_root = data_root
+        self.backend = new_backend(data_root)
+        self.service = self.backend.components.image_service
+        self.busybox_id = create_busybox_image(self.service, busybox_ref, source_date_epoch=0)
+
+    async def build_async(
+        self,
+        dockerfile: str,
+        files: dict[str, bytes] | None = None,
+        *,
+        body: bytes | None = None,
+        **options: Any,
+    ) -> Built:
+        """Build a context of `files` plus the Dockerfile, or the raw request `body` when given."""
+        context = dict(files or {})
+        context.setdefault("Dockerfile", dockerfile.encode())
+        path = self.data_root / "body.tar"
+        path.write_bytes(tar_of(context) if body is None else body)
+        sink = BufferSink()
+        writer = ProgressWriter(
+            sink,
+            new_stdout_writer(sink),
+            new_stderr_writer(sink),
+            AuxFormatter(sink),
+            JSONProgressOutput(sink, newlines=True),
+        )
+        image_id, error = None, None
+        try:
+            image_id = await self.backend.build(BuildConfig(path, ImageBuildOptions(**options), writer))
+        except Exception as err:  # the router would turn it into the stream's last message
+            error = err
+        raw = sink.getvalue()
+        messages = [json.loads(line) for line in raw.split(b"\r\n") if line]
+        return Built(image_id, messages, error)
+
+    def build(self, dockerfile: str, files: dict[str, bytes] | None = None, **options: Any) -> Built:
+        return asyncio.run(self.build_async(dockerfile, files, **options))
+
+    def config(self, image_id: str) -> dict[str, Any]:
+        return self.service.get_image(image_id).config
+
+    def tree(self, image_id: str, dest: Path) -> Path:
+        """The image's filesystem, unpacked layer by layer into `dest` (independent of the snapshotter)."""
+        image = self.service.get_image(image_id)
+        dest.mkdir(parents=True, exist_ok=True)
+        if image.chain_id is not None:
+            for layer in self.service.layer_store.chain(image.chain_id):
+                with layer.open() as f:
+                    apply_layer(f, dest)
+        return dest

@@ -301,8 +301,7 @@ def normalize_dest(working_dir: str, requested: str) -> str:
     """A relative destination is relative to WORKDIR; a trailing slash is kept (normalizeDest)."""
     if posixpath.isabs(requested):
         return requested
-    dest = posixpath.join("/", working_dir, requested)
-    dest = posixpath.normpath(dest)
+    dest = _clean("/" + working_dir + "/" + requested)
     return dest + "/" if requested.endswith("/") and dest != "/" else dest
 
 
@@ -310,5 +309,9 @@ def normalize_workdir(current: str, requested: str) -> str:
     """WORKDIR: relative to the current one, cleaned, always absolute (normalizeWorkdir)."""
     if not requested:
         raise errdefs.System("cannot normalize nothing")
-    current = posixpath.normpath("/" + current) if current else "/"
-    return posixpath.normpath(posixpath.join(current, requested))
+    return _clean(requested if posixpath.isabs(requested) else "/" + current + "/" + requested)
+
+
+def _clean(path: str) -> str:
+    """Go's path.Clean of an absolute path (posixpath.normpath keeps a leading "//")."""
+    return "/" + posixpath.normpath(path).lstrip("/")

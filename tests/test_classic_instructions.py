@@ -1,0 +1,452 @@
+"""What each instruction does to the image the classic builder commits: its config, its history and
+its filesystem (moby builder/dockerfile/dispatchers.go behaviour, reference §5.4 (e) and §7.2)."""
+
+import io
+import os
+import re
+import stat
+import tarfile
+
+import pytest
+from golden.harness import BuildBench
+
+from minibuild.image.service import DOCKER_VERSION
+
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="RUN steps need root (or user namespaces) here"),
+]
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    return BuildBench(tmp_path_factory.mktemp("root"))
+
+
+def created_by(bench, image_id):
+    return [entry.get("created_by", "") for entry in bench.config(image_id)["history"]]
+
+
+def test_metadata_reference_example(bench):
+    """Reference §5.4 (e): the final Config, and the history lines of §7.2."""
+    dockerfile = """FROM busybox:local
+ARG VERSION=1.0
+ARG UNSET
+ENV APP_VERSION=$VERSION APP_HOME=/app
+LABEL org.example.version=$VERSION maintainer="golden team"
+WORKDIR $APP_HOME
+COPY hello.txt .
+RUN echo golden-e version=$VERSION home=$APP_HOME pwd=$(pwd) > /app/built.txt
+USER 1000:1000
+EXPOSE 8080/tcp 9090
+VOLUME ["/data"]
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --timeout=3s CMD true
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["echo hello"]
+"""
+    built = bench.build(dockerfile, {"hello.txt": b"hello\n"}, build_args={"VERSION": "2.0"})
+    image_id = built.ok()
+    config = bench.config(image_id)
+    c = config["config"]
+    assert c["User"] == "1000:1000"
+    assert c["ExposedPorts"] == {"8080/tcp": {}, "9090/tcp": {}}
+    assert c["Env"] == [DEFAULT_PATH, "APP_VERSION=2.0", "APP_HOME=/app"]
+    assert c["Cmd"] == ["echo hello"]
+    assert c["Healthcheck"] == {
+        "Test": ["CMD-SHELL", "true"],
+        "Interval": 30_000_000_000,
+        "Timeout": 3_000_000_000,
+    }
+    assert c["Volumes"] == {"/data": {}}
+    assert c["WorkingDir"] == "/app"
+    assert c["Entrypoint"] == ["/bin/sh", "-c"]
+    assert c["OnBuild"] is None
+    assert c["Labels"] == {"maintainer": "golden team", "org.example.version": "2.0"}
+    assert c["StopSignal"] == "SIGTERM"
+    assert c["Image"] == bench.service.image_store.get_parent(image_id)
+    cc = config["container_config"]
+    assert cc["Cmd"] == ["/bin/sh", "-c", "#(nop) ", 'CMD ["echo hello"]']
+    assert cc["Hostname"] == config["container"][:12] and len(config["container"]) == 64
+    assert config["docker_version"] == DOCKER_VERSION
+    history = created_by(bench, image_id)[1:]  # after busybox's own entry
+    assert history[0] == "/bin/sh -c #(nop)  ARG VERSION=1.0"
+    assert history[2] == "/bin/sh -c #(nop)  ENV APP_VERSION=2.0 APP_HOME=/app"
+    assert history[3] == "/bin/sh -c #(nop)  LABEL org.example.version=2.0 maintainer=golden team"
+    assert history[4] == "/bin/sh -c #(nop) WORKDIR /app"
+    assert history[5].startswith("/bin/sh -c #(nop) COPY file:") and history[5].endswith(" in . ")
+    assert (
+        history[6] == "|1 VERSION=2.0 /bin/sh -c echo golden-e version=$VERSION home=$APP_HOME pwd=$(pwd) > "
+        "/app/built.txt"
+    )
+    assert history[7:] == [
+        "/bin/sh -c #(nop)  USER 1000:1000",
+        "/bin/sh -c #(nop)  EXPOSE 8080/tcp 9090",
+        "/bin/sh -c #(nop)  VOLUME [/data]",
+        "/bin/sh -c #(nop)  STOPSIGNAL SIGTERM",
+        """/bin/sh -c #(nop)  HEALTHCHECK &{["CMD-SHELL" "true"] "30s" "3s" "0s" '\\x00'}""",
+        '/bin/sh -c #(nop)  ENTRYPOINT ["/bin/sh" "-c"]',
+        '/bin/sh -c #(nop)  CMD ["echo hello"]',
+    ]
+    empty = [bool(e.get("empty_layer")) for e in config["history"][1:]]
+    assert empty == [True, True, True, True, False, False, False, True, True, True, True, True, True, True]
+    assert len(config["rootfs"]["diff_ids"]) == 1 + 3  # busybox, WORKDIR, COPY, RUN
+    tree = bench.tree(image_id, bench.data_root / "tree-e")
+    assert (tree / "app/built.txt").read_text() == "golden-e version=2.0 home=/app pwd=/app\n"
+    assert (tree / "app/hello.txt").read_bytes() == b"hello\n"
+
+
+def test_every_step_is_an_image_in_the_store(bench):
+    built = bench.build("FROM busybox:local\nENV A=1\nRUN true\nLABEL x=y\n")
+    ids = [m.group(1) for t in built.texts if (m := re.fullmatch(r" ---> ([0-9a-f]{12})\n", t))]
+    assert len(ids) == 4
+    for short in ids:
+        assert bench.service.get_image(short).id.startswith("sha256:" + short)
+    parents = [bench.service.image_store.get_parent(bench.service.get_image(i).id) for i in ids[1:]]
+    assert parents == [bench.service.get_image(i).id for i in ids[:-1]]
+
+
+def test_env_replaces_existing_keys_and_expands(bench):
+    image_id = bench.build('FROM busybox:local\nENV A=1 B=2\nENV A=3 C="$A-$B"\n').ok()
+    assert bench.config(image_id)["config"]["Env"] == [DEFAULT_PATH, "A=3", "B=2", "C=1-2"]
+
+
+def test_env_old_form_and_path_override(bench):
+    image_id = bench.build("FROM busybox:local\nENV PATH /bin\nENV X y z\n").ok()
+    assert bench.config(image_id)["config"]["Env"] == ["PATH=/bin", "X=y z"]
+
+
+def test_label_merges_and_query_labels_win(bench):
+    built = bench.build("FROM busybox:local\nLABEL a=1 b=2\nLABEL b=3\n", labels={"a": "q"})
+    assert bench.config(built.ok())["config"]["Labels"] == {"a": "q", "b": "3"}
+    assert "Step 4/4 : LABEL a=q" in built.texts
+
+
+def test_workdir_is_relative_created_and_used_by_run(bench):
+    built = bench.build("FROM busybox:local\nWORKDIR /a\nWORKDIR b/../c\nRUN pwd > /pwd.txt\n")
+    image_id = built.ok()
+    assert bench.config(image_id)["config"]["WorkingDir"] == "/a/c"
+    tree = bench.tree(image_id, bench.data_root / "tree-workdir")
+    assert (tree / "pwd.txt").read_text() == "/a/c\n"
+    assert stat.S_IMODE(os.stat(tree / "a/c").st_mode) == 0o755
+    assert created_by(bench, image_id)[-2] == "/bin/sh -c #(nop) WORKDIR /a/c"
+
+
+def test_user_applies_to_run(bench):
+    built = bench.build("FROM busybox:local\nUSER nobody\nRUN id -u > /tmp/uid; id -un\n")
+    image_id = built.ok()
+    assert "nobody\n" in built.output
+    tree = bench.tree(image_id, bench.data_root / "tree-user")
+    assert (tree / "tmp/uid").read_text() == "65534\n"
+
+
+def test_unknown_user_fails_when_run_starts(bench):
+    built = bench.build("FROM busybox:local\nUSER nobody2\nRUN true\n")
+    assert str(built.error) == "unable to find user nobody2: no matching entries in passwd file"
+
+
+def test_cmd_and_entrypoint_forms(bench):
+    image_id = bench.build("FROM busybox:local\nCMD echo hi\n").ok()
+    assert bench.config(image_id)["config"]["Cmd"] == ["/bin/sh", "-c", "echo hi"]
+    # a new ENTRYPOINT drops the base image's CMD (busybox has CMD ["sh"])...
+    image_id = bench.build('FROM busybox:local\nENTRYPOINT ["/bin/echo"]\n').ok()
+    assert bench.config(image_id)["config"]["Cmd"] is None
+    # ...but not a CMD given in the same stage
+    image_id = bench.build('FROM busybox:local\nCMD ["x"]\nENTRYPOINT /bin/echo\n').ok()
+    c = bench.config(image_id)["config"]
+    assert c["Cmd"] == ["x"] and c["Entrypoint"] == ["/bin/sh", "-c", "/bin/echo"]
+    assert created_by(bench, image_id)[-1] == '/bin/sh -c #(nop)  ENTRYPOINT ["/bin/sh" "-c" "/bin/echo"]'
+
+
+def test_expose_ranges_protocols_and_expansion(bench):
+    built = bench.build('FROM busybox:local\nENV PORTS="80 443/udp"\nEXPOSE $PORTS 7000-7002/tcp\n')
+    ports = bench.config(built.ok())["config"]["ExposedPorts"]
+    assert ports == {"80/tcp": {}, "443/udp": {}, "7000/tcp": {}, "7001/tcp": {}, "7002/tcp": {}}
+    # the words are sorted as written ($PORTS first), then expanded in place
+    assert created_by(bench, built.image_id)[-1] == "/bin/sh -c #(nop)  EXPOSE 80 443/udp 7000-7002/tcp"
+
+
+@pytest.mark.parametrize(
+    ("port", "message"),
+    [
+        ("abc", "Invalid containerPort: abc"),
+        ("80/bogus", "Invalid proto: bogus"),
+        ("70000", "Invalid containerPort: 70000"),
+    ],
+)
+def test_expose_errors(bench, port, message):
+    assert str(bench.build(f"FROM busybox:local\nEXPOSE {port}\n").error) == message
+
+
+def test_volume_forms(bench):
+    image_id = bench.build('FROM busybox:local\nVOLUME /a /b\nVOLUME ["/c"]\n').ok()
+    assert bench.config(image_id)["config"]["Volumes"] == {"/a": {}, "/b": {}, "/c": {}}
+    assert created_by(bench, image_id)[-2] == "/bin/sh -c #(nop)  VOLUME [/a /b]"
+
+
+def test_stopsignal(bench):
+    image_id = bench.build("FROM busybox:local\nSTOPSIGNAL 9\n").ok()
+    assert bench.config(image_id)["config"]["StopSignal"] == "9"
+    assert str(bench.build("FROM busybox:local\nSTOPSIGNAL SIGBOGUS\n").error) == "Invalid signal: SIGBOGUS"
+
+
+def test_healthcheck_none_and_override_note(bench):
+    built = bench.build(
+        "FROM busybox:local\nHEALTHCHECK --retries=3 --start-period=1m30s CMD ["
+        '"check"]\nHEALTHCHECK CMD other\nHEALTHCHECK NONE\n'
+    )
+    image_id = built.ok()
+    assert bench.config(image_id)["config"]["Healthcheck"] == {"Test": ["NONE"]}
+    assert "Note: overriding previous HEALTHCHECK: [CMD check]\n" in built.texts
+    history = created_by(bench, image_id)
+    assert history[-3] == """/bin/sh -c #(nop)  HEALTHCHECK &{["CMD" "check"] "0s" "0s" "1m30s" '\\x03'}"""
+
+
+def test_shell_changes_run_and_the_nop_comment(bench):
+    built = bench.build('FROM busybox:local\nSHELL ["/bin/sh", "-xc"]\nRUN echo shelled\nENV A=1\n')
+    image_id = built.ok()
+    assert built.stderr == "+ echo shelled\n" and "shelled\n" in built.texts
+    assert bench.config(image_id)["config"]["Shell"] == ["/bin/sh", "-xc"]
+    history = created_by(bench, image_id)
+    assert history[-3:] == [
+        "/bin/sh -xc #(nop)  SHELL [/bin/sh -xc]",  # committed with the shell it sets, as in Docker
+        "/bin/sh -xc echo shelled",
+        "/bin/sh -xc #(nop)  ENV A=1",
+    ]
+
+
+def test_maintainer_sets_the_author(bench):
+    image_id = bench.build("FROM busybox:local\nMAINTAINER Golden Team <g@example.org>\n").ok()
+    config = bench.config(image_id)
+    assert config["author"] == "Golden Team <g@example.org>"
+    assert config["history"][-1]["author"] == "Golden Team <g@example.org>"
+
+
+def test_onbuild_is_stored_and_triggered_in_children(bench):
+    parent = bench.build(
+        "FROM busybox:local\nONBUILD RUN echo triggered > /trigger.txt\nONBUILD ENV FROM_TRIGGER=1\n",
+        tags=["golden-onbuild:latest"],
+    ).ok()
+    assert bench.config(parent)["config"]["OnBuild"] == [
+        "RUN echo triggered > /trigger.txt",
+        "ENV FROM_TRIGGER=1",
+    ]
+    child = bench.build("FROM golden-onbuild\nRUN cat /trigger.txt\n")
+    image_id = child.ok()
+    texts = child.texts
+    assert texts[2] == "# Executing 2 build triggers\n"
+    assert "triggered\n" in texts
+    config = bench.config(image_id)["config"]
+    assert config["OnBuild"] is None and "FROM_TRIGGER=1" in config["Env"]
+
+
+def test_arg_scoping_defaults_and_meta_args(bench):
+    dockerfile = """ARG GLOBAL=g
+FROM busybox:local AS one
+ARG LOCAL=l1
+ARG GLOBAL
+RUN echo "one: $LOCAL $GLOBAL" > /one.txt
+FROM busybox:local
+ARG LOCAL
+RUN echo "two: [$LOCAL] [$GLOBAL]" > /two.txt
+COPY --from=one /one.txt /one.txt
+"""
+    image_id = bench.build(dockerfile).ok()
+    tree = bench.tree(image_id, bench.data_root / "tree-args")
+    assert (tree / "one.txt").read_text() == "one: l1 g\n"
+    assert (tree / "two.txt").read_text() == "two: [] []\n"
+    image_id = bench.build(dockerfile, build_args={"LOCAL": "cli", "GLOBAL": "G"}).ok()
+    tree = bench.tree(image_id, bench.data_root / "tree-args-cli")
+    assert (tree / "one.txt").read_text() == "one: cli G\n"
+    assert (tree / "two.txt").read_text() == "two: [cli] []\n"
+
+
+def test_build_args_are_in_the_run_env_and_history_but_not_the_config(bench):
+    built = bench.build(
+        "FROM busybox:local\nARG A\nRUN echo a=$A proxy=$HTTP_PROXY > /args.txt\n",
+        build_args={"A": "1", "HTTP_PROXY": "http://proxy:3128"},
+    )
+    image_id = built.ok()
+    tree = bench.tree(image_id, bench.data_root / "tree-buildargs")
+    assert (tree / "args.txt").read_text() == "a=1 proxy=http://proxy:3128\n"
+    assert created_by(bench, image_id)[-1] == "|1 A=1 /bin/sh -c echo a=$A proxy=$HTTP_PROXY > /args.txt"
+    assert bench.config(image_id)["config"]["Env"] == [DEFAULT_PATH]
+    assert not any("Warning" in t for t in built.texts)
+
+
+def test_run_exec_form_does_not_expand(bench):
+    built = bench.build('FROM busybox:local\nRUN ["/bin/echo", "exec-form", "$HOME"]\nRUN echo $HOME\n')
+    built.ok()
+    assert "exec-form $HOME\n" in built.texts and "/root\n" in built.texts or "/\n" in built.texts
+
+
+def test_copy_destinations(bench):
+    files = {"f.txt": b"file\n", "dir/sub/a.txt": b"a\n", "dir/b.txt": b"b\n", "x1.md": b"1", "x2.md": b"2"}
+    dockerfile = """FROM busybox:local
+WORKDIR /w
+COPY f.txt renamed.txt
+COPY f.txt into/
+COPY f.txt /tmp
+COPY dir /copied
+COPY dir/ /copied2/
+COPY x*.md /md/
+COPY ./f.txt rel
+"""
+    image_id = bench.build(dockerfile, files).ok()
+    t = bench.tree(image_id, bench.data_root / "tree-copy")
+    assert (t / "w/renamed.txt").read_bytes() == b"file\n"
+    assert (t / "w/into/f.txt").read_bytes() == b"file\n"
+    assert (t / "tmp/f.txt").read_bytes() == b"file\n"  # an existing directory takes the file in
+    assert (t / "copied/sub/a.txt").read_bytes() == b"a\n" and (t / "copied/b.txt").exists()
+    assert not (t / "copied/dir").exists()  # a directory's contents, not the directory
+    assert (t / "copied2/sub/a.txt").exists()
+    assert sorted(os.listdir(t / "md")) == ["x1.md", "x2.md"]
+    assert (t / "w/rel").read_bytes() == b"file\n"
+    st = os.stat(t / "w/renamed.txt")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o644)
+
+
+def test_copy_several_sources_need_a_directory(bench):
+    built = bench.build("FROM busybox:local\nCOPY a b /dest\n", {"a": b"", "b": b""})
+    assert str(built.error) == (
+        "When using COPY with more than one source file, the destination must be a directory and end with a /"
+    )
+
+
+def test_copy_wildcard_matching_nothing(bench):
+    built = bench.build("FROM busybox:local\nCOPY nope*.txt /\n")
+    assert str(built.error) == "COPY failed: no source files were specified"
+
+
+def test_copy_chown_and_chmod(bench):
+    dockerfile = """FROM busybox:local
+COPY --chown=nobody:www-data f.txt /named.txt
+COPY --chown=1234 f.txt /numeric.txt
+COPY --chmod=0751 --chown=1:2 dir /d/
+"""
+    built = bench.build(dockerfile, {"f.txt": b"f", "dir/x": b"x"})
+    t = bench.tree(built.ok(), bench.data_root / "tree-chown")
+    st = os.stat(t / "named.txt")
+    assert (st.st_uid, st.st_gid) == (65534, 33)
+    st = os.stat(t / "numeric.txt")
+    assert (st.st_uid, st.st_gid) == (1234, 1234)
+    st = os.stat(t / "d/x")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1, 2, 0o751)
+    assert created_by(bench, built.image_id)[-1].startswith(
+        "/bin/sh -c #(nop) COPY --chown=1:2 --chmod=0751 dir:"
+    )
+
+
+def test_copy_chown_unknown_user(bench):
+    built = bench.build("FROM busybox:local\nCOPY --chown=nobody2 f /f\n", {"f": b""})
+    assert str(built.error) == (
+        "unable to convert uid/gid chown string to host mapping: "
+        "can't find uid for user nobody2: no such user: nobody2"
+    )
+
+
+def test_copy_from_stage_index_and_image_keeps_owners(bench):
+    dockerfile = """FROM busybox:local AS first
+RUN mkdir /out && echo owned > /out/f && chown 7:8 /out/f
+FROM busybox:local
+COPY --from=first /out/f /by-name
+COPY --from=0 /out/f /by-index
+COPY --from=busybox:local /etc/passwd /passwd-from-image
+COPY --from=first --chown=1:1 /out/f /chowned
+"""
+    t = bench.tree(bench.build(dockerfile).ok(), bench.data_root / "tree-from")
+    for name in ("by-name", "by-index"):
+        st = os.stat(t / name)
+        assert (t / name).read_text() == "owned\n" and (st.st_uid, st.st_gid) == (7, 8)
+    assert (t / "passwd-from-image").read_text().startswith("root:x:0:0")
+    assert os.stat(t / "chowned").st_uid == 1
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("nostage", "invalid from flag value nostage: "),
+        ("1", "invalid from flag value 1: refers to current build stage"),
+        ("5", "invalid from flag value 5: index out of bounds"),
+    ],
+)
+def test_copy_from_errors(bench, source, message):
+    built = bench.build(f"FROM busybox:local AS a\nFROM busybox:local\nCOPY --from={source} /x /x\n")
+    assert str(built.error).startswith(message)
+
+
+def test_context_files_ignored_by_dockerignore_are_still_copied(bench):
+    """The daemon does not filter the context (reference §3.2); it only drops a listed Dockerfile."""
+    files = {".dockerignore": b"ignored.txt\nDockerfile\n", "ignored.txt": b"still here\n"}
+    built = bench.build("FROM busybox:local\nCOPY . /ctx/\n", files)
+    t = bench.tree(built.ok(), bench.data_root / "tree-ignore")
+    assert sorted(os.listdir(t / "ctx")) == [".dockerignore", "ignored.txt"]
+
+
+def test_copy_follows_symlinks_only_inside_the_context(bench):
+    def body(dockerfile: bytes) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, data in (("Dockerfile", dockerfile), ("real", b"real\n")):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            for name, target in (("link", "real"), ("absolute", "/etc/hostname")):
+                info = tarfile.TarInfo(name)
+                info.type, info.linkname = tarfile.SYMTYPE, target
+                tar.addfile(info)
+        return buf.getvalue()
+
+    built = bench.build("", body=body(b"FROM busybox:local\nCOPY link /copied\n"))
+    t = bench.tree(built.ok(), bench.data_root / "tree-link")
+    assert (t / "copied").read_bytes() == b"real\n"
+    # an absolute target means the context's root, as in a chroot: /etc/hostname is not in it
+    built = bench.build("", body=body(b"FROM busybox:local\nCOPY absolute /escaped\n"))
+    assert str(built.error) == (
+        "COPY failed: file not found in build context or excluded by .dockerignore: "
+        "stat absolute: file does not exist"
+    )
+
+
+def test_a_context_with_a_symlink_climbing_out_is_refused(bench):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("escape")
+        info.type, info.linkname = tarfile.SYMTYPE, "../../etc"
+        tar.addfile(info)
+    built = bench.build("", body=buf.getvalue())
+    assert str(built.error) == 'invalid symlink "/escape" -> "../../etc"'
+
+
+def test_add_extracts_local_archives_but_copy_does_not(bench):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:xz") as tar:
+        info = tarfile.TarInfo("inner/file.txt")
+        info.size, info.uid, info.gid = 3, 5, 6
+        tar.addfile(info, io.BytesIO(b"in\n"))
+    files = {"a.tar.xz": buf.getvalue()}
+    image_id = bench.build("FROM busybox:local\nADD a.tar.xz /x/\nCOPY a.tar.xz /y/\n", files).ok()
+    t = bench.tree(image_id, bench.data_root / "tree-add")
+    assert (t / "x/inner/file.txt").read_bytes() == b"in\n"
+    assert os.stat(t / "x/inner/file.txt").st_uid == 5  # the archive's owners, not root
+    assert (t / "y/a.tar.xz").read_bytes() == files["a.tar.xz"]
+
+
+def test_from_scratch_and_from_a_previous_stage(bench):
+    dockerfile = "FROM scratch AS files\nCOPY f /f\nFROM files\nENV X=1\n"
+    built = bench.build(dockerfile, {"f": b"scratch"})
+    config = bench.config(built.ok())
+    assert built.texts[2] == " ---> \n"
+    assert len(config["rootfs"]["diff_ids"]) == 1 and config["os"] == "linux"
+    assert config["config"]["Env"] == [DEFAULT_PATH, "X=1"]
+
+
+def test_from_platform_is_accepted_for_scratch(bench):
+    built = bench.build("FROM --platform=linux/arm64 scratch\nCOPY f /f\n", {"f": b"x"})
+    assert bench.config(built.ok())["architecture"] == "arm64"
+
+
+def test_heredocs_need_buildkit(bench):
+    built = bench.build("FROM busybox:local\nRUN <<EOF\necho hi\nEOF\n")
+    assert "requires BuildKit" in str(built.error)
