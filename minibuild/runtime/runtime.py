@@ -122,6 +122,10 @@ class Runtime:
         null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         try:
             self._submit(config, [null, null, status_w, life_r])
+        except BaseException:
+            os.close(status_r)
+            os.close(life_w)
+            raise
         finally:
             for fd in (null, status_w, life_r):
                 os.close(fd)

@@ -46,6 +46,9 @@ class ProcessSpec:
     `args` is the final argv (the builder applies SHELL); `env` is `KEY=value` strings; `user` is the
     Dockerfile USER (`name`, `uid`, `name:group`, `uid:gid`, empty for root); `network_mode` is one of
     NETWORK_MODES; `extra_hosts` are `host:ip` pairs as in the API's ExtraHosts.
+
+    Unlike Docker, whose default bridge network routes a step to the outside, "default" (and "bridge")
+    give a step a network namespace of its own with only loopback, like "none"; "host" shares the host's.
     """
 
     args: list[str]

@@ -21,6 +21,7 @@ __all__ = [
     "SnapshotError",
     "Snapshotter",
     "overlay_supported",
+    "remove_tree",
     "select_snapshotter",
 ]
 
