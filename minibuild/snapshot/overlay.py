@@ -1,4 +1,4 @@
-"""The overlay snapshotter (moby daemon/graphdriver/overlay2: overlay.go, check.go, its l/ short links).
+"""The overlay snapshotter (moby daemon/graphdriver/overlay2: overlay.go and its l/ short links).
 
 Each layer is unpacked once, into its own directory, with overlayfs whiteouts (a character device 0:0
 for a deleted file, an `opaque` xattr for a directory whose lower contents are gone). A step's root is
@@ -14,6 +14,8 @@ and friends, `mounted()` gives the host a view through a process holding the mou
 Options: `index=off`, `metacopy=off` and `redirect_dir=nofollow`, so that every change is a full
 copy in the upper directory (moby falls back to a naive diff when redirect_dir or metacopy are on).
 Lower directories are named through short links (l/<16 hex>) to keep the mount options within a page.
+Whether overlayfs works here at all is probed with a real mount (`overlay_supported`, overlay2's
+check.go).
 """
 
 import os
