@@ -671,7 +671,9 @@ def _dispatch_copy(
         raise ConvertError(f"{'ADD' if is_add else 'COPY'} --exclude is not supported by minibuild")
     if isinstance(c, AddCommand) and (c.checksum or c.keep_git_dir):
         raise ConvertError("ADD --checksum and --keep-git-dir are not supported by minibuild")
-    dest = _path_relative_to_working_dir(d.state, c.dest_path)
+    dest = posixpath.normpath(_path_relative_to_working_dir(d.state, c.dest_path))
+    if dest.startswith("//"):
+        dest = dest[1:]
     if c.dest_path in (".", "") or c.dest_path.endswith("/"):
         dest = dest.rstrip("/") + "/"
     mode = None

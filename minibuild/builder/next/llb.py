@@ -184,7 +184,7 @@ class State:
             if state is None or state.output is None:
                 return -1
             for i, existing in enumerate(inputs):
-                if existing is state.output:
+                if existing.digest == state.output.digest:
                     return i
             inputs.append(state.output)
             return len(inputs) - 1
@@ -238,9 +238,11 @@ class State:
                 if src_state.output is None:
                     a["input"] = -1
                 else:
-                    if src_state.output not in inputs:
+                    digests = [v.digest for v in inputs]
+                    if src_state.output.digest not in digests:
                         inputs.append(src_state.output)
-                    a["input"] = inputs.index(src_state.output)
+                        digests.append(src_state.output.digest)
+                    a["input"] = digests.index(src_state.output.digest)
             actions.append(a)
         op = {"type": "file", "base": base, "actions": actions}
         if self.platform:
