@@ -411,7 +411,8 @@ class FileOp:
                     if index not in views:
                         source = inputs[index] if index >= 0 else Ref()
                         views[index] = stack.enter_context(self.worker.view(source))
-                    _copy(views[index], root, action, owner)
+                    scratch = self.worker.cache.manager.staging_dir("unpack-")
+                    _copy(views[index], root, action, owner, scratch)
                 else:
                     raise OpError(f"unsupported file action {kind}")
 
@@ -495,7 +496,9 @@ def _mkfile(root: Path, path: str, mode: int, data: bytes, owner: tuple[int, int
         os.lchown(target, *owner)
 
 
-def _copy(src_root: Path, dest_root: Path, action: dict, owner: tuple[int, int] | None) -> None:
+def _copy(
+    src_root: Path, dest_root: Path, action: dict, owner: tuple[int, int] | None, scratch: Path
+) -> None:
     """docopy: resolve wildcards, then unpack archives (ADD) or copy each match."""
     src = posixpath.normpath("/" + action["src"])
     if action.get("allow_wildcard") and _WILDCARD.search(src):
@@ -505,7 +508,7 @@ def _copy(src_root: Path, dest_root: Path, action: dict, owner: tuple[int, int] 
     else:
         matches = [src]
     for match in matches:
-        if action.get("attempt_unpack") and _unpack(src_root, match, dest_root, action["dest"]):
+        if action.get("attempt_unpack") and _unpack(src_root, match, dest_root, action["dest"], scratch):
             continue
         _copy_one(src_root, match, dest_root, action, owner)
 
@@ -595,17 +598,28 @@ class _Copier:
         os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
-def _unpack(src_root: Path, src: str, dest_root: Path, dest: str) -> bool:
-    """ADD of a local archive: extract it into the destination directory; False if it is no archive."""
+def _unpack(src_root: Path, src: str, dest_root: Path, dest: str, scratch: Path) -> bool:
+    """ADD of a local archive: extract it into the destination directory; False if it is no archive.
+
+    It is unpacked on the host (in `scratch`) first: untar resolves its destination with realpath,
+    which would leave a mounted snapshot's view (/proc/<pid>/root/...) for the host's directory.
+    """
     path = _in_root(src_root, src)
     if not path.is_file() or not _is_archive(path):
         return False
     target = _mkdir_all(dest_root, dest, None)
-    with open(path, "rb") as raw:
-        try:
-            untar(decompress_stream(raw), target, whiteouts="keep")
-        except ArchiveError as err:
-            raise OpError(str(err)) from None
+    scratch.mkdir()
+    try:
+        with open(path, "rb") as raw:
+            try:
+                untar(decompress_stream(raw), scratch, whiteouts="keep")
+            except ArchiveError as err:
+                raise OpError(str(err)) from None
+        copier = _Copier(None, None)
+        for name in sorted(os.listdir(scratch)):
+            copier.copy(scratch / name, target / name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return True
 
 

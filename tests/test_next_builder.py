@@ -1,0 +1,344 @@
+"""The BuildKit-style builder end to end through Backend.build, with real RUN steps on busybox."""
+
+import asyncio
+import os
+import re
+
+import pytest
+from test_next_harness import IMAGE_ID, NextBench, needs_root, snapshot_of_tree, tar_of
+
+from minibuild import errdefs
+from minibuild.api.backend import BuildConfig, ProgressWriter
+from minibuild.api.streamformatter import AuxFormatter, BufferSink, JSONProgressOutput
+from minibuild.api.types import BuildCachePruneOptions, ImageBuildOptions
+from minibuild.builder.next import builder as builder_module
+from minibuild.builder.next.solver import CANCELED, SolveError
+
+pytestmark = [pytest.mark.root, needs_root]
+
+
+@pytest.fixture
+def bench(tmp_path):
+    return NextBench(tmp_path / "root")
+
+
+FANOUT = """FROM busybox:local AS a
+RUN echo built-a > /a.txt && sleep 1
+FROM busybox:local AS b
+RUN echo built-b > /b.txt && sleep 1
+FROM busybox:local AS unused
+RUN echo never > /marker && exit 1
+FROM busybox:local
+COPY --from=a /a.txt /a.txt
+COPY --from=b /b.txt /b.txt
+RUN cat /a.txt /b.txt
+"""
+
+
+def test_unused_stages_never_run_and_independent_stages_overlap(bench, tmp_path):
+    built = bench.build(FANOUT, tags=["fanout:test"])
+    image_id = built.ok()
+    assert not any("unused" in name or "never" in name for name in built.vertices)  # not even announced
+    a = built.timeline["[a 2/2] RUN echo built-a > /a.txt && sleep 1"]
+    b = built.timeline["[b 2/2] RUN echo built-b > /b.txt && sleep 1"]
+    assert a.start < b.end and b.start < a.end  # they ran at the same time
+    assert a.lane != b.lane
+    assert built.logs() == b"built-a\nbuilt-b\n"
+    tree = bench.tree(image_id, tmp_path / "tree")
+    assert (tree / "a.txt").read_text() == "built-a\n" and (tree / "b.txt").read_text() == "built-b\n"
+    assert not (tree / "marker").exists()
+    assert [m for m in built.messages if m.get("id") == IMAGE_ID] == [
+        {"id": IMAGE_ID, "aux": {"ID": image_id}}
+    ]
+    assert built.texts() == ["Successfully tagged fanout:test\n"]
+    assert bench.service.get_image("fanout:test").id == image_id
+
+
+def test_the_trace_has_buildkits_vertices_in_order(bench):
+    built = bench.build(
+        "FROM busybox:local\nCOPY hello.txt /hello.txt\nRUN cat /hello.txt\n", {"hello.txt": b"hi\n"}
+    )
+    built.ok()
+    names = list(built.vertices)
+    assert names[:2] == ["[internal] load remote build context", "copy /context /"]
+    assert "[internal] load metadata for docker.io/library/busybox:local" in names
+    assert names[-4:] == [
+        "[1/3] FROM docker.io/library/busybox:local",
+        "[2/3] COPY hello.txt /hello.txt",
+        "[3/3] RUN cat /hello.txt",
+        "exporting to image",
+    ]
+    copy = built.vertices["[2/3] COPY hello.txt /hello.txt"]
+    assert set(copy.inputs) == {
+        built.vertices["[1/3] FROM docker.io/library/busybox:local"].digest,
+        built.vertices["copy /context /"].digest,
+    }
+    statuses = [s.id for sr in built.traces for s in sr.statuses]
+    assert "exporting layers" in statuses and any(s.startswith("writing image sha256:") for s in statuses)
+    logs = [entry for sr in built.traces for entry in sr.logs]
+    assert logs and all(entry.vertex == built.vertices["[3/3] RUN cat /hello.txt"].digest for entry in logs)
+
+
+def test_identical_vertices_run_once(bench, tmp_path):
+    df = (
+        "FROM busybox:local AS one\nRUN echo same > /same.txt\n"
+        "FROM busybox:local AS two\nRUN echo same > /same.txt\n"
+        "FROM busybox:local\nCOPY --from=one /same.txt /1.txt\nCOPY --from=two /same.txt /2.txt\n"
+    )
+    built = bench.build(df)
+    runs = [name for name in built.vertices if "RUN echo same" in name]
+    assert len(runs) == 1  # one vertex for both stages, run once
+    tree = bench.tree(built.ok(), tmp_path / "t")
+    assert (tree / "1.txt").read_text() == (tree / "2.txt").read_text() == "same\n"
+
+
+def test_cache_hits_and_invalidation_by_context_content(bench):
+    df = (
+        "FROM busybox:local\nCOPY a.txt /a.txt\nRUN cat /a.txt > /copy-a\nCOPY b.txt /b.txt\nRUN cat /b.txt\n"
+    )
+    files = {"a.txt": b"a\n", "b.txt": b"b\n", "other.txt": b"1"}
+    first = bench.build(df, files)
+    image_id = first.ok()
+    again = bench.build(df, files)
+    assert again.ok() == image_id  # same image, as dockerd's BuildKit answers a repeat build
+    assert again.cached("[5/5] RUN cat /b.txt")
+    assert not again.ran("[3/5] RUN cat /a.txt > /copy-a")  # below a cache hit: never needed
+    # A file nothing copies changed: the context differs, every step is still a hit.
+    unrelated = bench.build(df, {**files, "other.txt": b"2"})
+    assert unrelated.ok() == image_id and unrelated.cached("[5/5] RUN cat /b.txt")
+    # b.txt changed: its COPY and what follows run again, what comes before is a cache hit.
+    changed = bench.build(df, {**files, "b.txt": b"B\n"})
+    assert changed.ok() != image_id
+    assert changed.ran("[4/5] COPY b.txt /b.txt") and changed.ran("[5/5] RUN cat /b.txt")
+    assert changed.cached("[3/5] RUN cat /a.txt > /copy-a")
+    assert changed.logs() == b"B\n"
+
+
+def test_no_cache_runs_everything_again(bench):
+    df = "FROM busybox:local\nRUN echo x > /x\n"
+    bench.build(df).ok()
+    again = bench.build(df, no_cache=True)
+    again.ok()
+    assert again.ran("[2/2] RUN echo x > /x")
+
+
+def test_cache_survives_a_restart_and_prune_empties_it(bench):
+    df = "FROM busybox:local\nRUN echo x > /x\n"
+    image_id = bench.build(df).ok()
+    restarted = bench.restart()
+    again = restarted.build(df)
+    assert again.ok() == image_id and again.cached("[2/2] RUN echo x > /x")
+    report = asyncio.run(restarted.backend.prune_cache(BuildCachePruneOptions(all=True)))
+    assert report.caches_deleted and all(re.fullmatch(r"[0-9a-z]{25}", i) for i in report.caches_deleted)
+    assert report.space_reclaimed > 0
+    assert report.to_dict()["CachesDeleted"] == report.caches_deleted
+    empty = asyncio.run(restarted.backend.prune_cache(BuildCachePruneOptions()))
+    assert empty.to_dict() == {"CachesDeleted": None, "SpaceReclaimed": 0}
+    rebuilt = restarted.build(df)
+    assert rebuilt.ran("[2/2] RUN echo x > /x")
+
+
+def test_failure_names_the_vertex_and_cancels_its_siblings(bench):
+    df = (
+        "FROM busybox:local AS slow\nRUN sleep 30 && echo slow-done > /s\n"
+        "FROM busybox:local AS bad\nRUN echo oops && exit 3\n"
+        "FROM busybox:local\nCOPY --from=slow /s /s\nCOPY --from=bad / /bad\n"
+    )
+    built = bench.build(df)
+    assert isinstance(built.error, SolveError)
+    assert str(built.error) == "executor failed running [/bin/sh -c echo oops && exit 3]: exit code: 3"
+    assert built.error.vertex.name == "[bad 2/2] RUN echo oops && exit 3"
+    assert built.vertices["[bad 2/2] RUN echo oops && exit 3"].error == str(built.error)
+    # The sibling was stopped when the failure came: killed, its output never written.
+    assert built.vertices["[slow 2/2] RUN sleep 30 && echo slow-done > /s"].error == CANCELED
+    assert b"oops\n" in built.logs() and b"slow-done" not in built.logs()
+    assert not any(v.started for name, v in built.vertices.items() if "COPY --from" in name)
+
+
+def test_cancel_by_build_id_stops_a_running_step(bench):
+    async def main():
+        task = asyncio.ensure_future(
+            bench.build_async("FROM busybox:local\nRUN sleep 30\n", build_id="job-1")
+        )
+        while "job-1" not in bench.builder.jobs:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)
+        await bench.backend.cancel("job-1")
+        await bench.backend.cancel("unknown")  # not an error
+        try:
+            await task
+        except asyncio.CancelledError:
+            return "cancelled"
+        return task.result()
+
+    assert asyncio.run(main()) == "cancelled"
+    assert bench.builder.jobs == {}
+    assert list(bench.builder.controller.snapshotter.snapshots.iterdir()) == []  # nothing left behind
+
+
+def upload_pair(bench, *, send: bool, wait: bool):
+    """Two requests for one build: one uploads the context, the other builds with it."""
+    body = tar_of({"Dockerfile": b"FROM busybox:local\nRUN echo uploaded\n"})
+
+    async def request(build_id: str, remote: str, data: bytes):
+        path = bench.data_root / f"req-{build_id.replace(':', '-')}-{os.urandom(3).hex()}"
+        path.write_bytes(data)
+        sink = BufferSink()
+        writer = ProgressWriter(sink, None, None, AuxFormatter(sink), JSONProgressOutput(sink))
+        options = ImageBuildOptions(version="2", build_id=build_id, remote_context=remote)
+        try:
+            return await bench.builder.build(BuildConfig(path, options, writer)), sink
+        finally:
+            path.unlink()
+
+    async def main():
+        tasks = []
+        if wait:
+            tasks.append(asyncio.ensure_future(request("pair", "upload-request", b"")))
+        if send:
+            tasks.append(asyncio.ensure_future(request("upload-request:pair", "", body)))
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    return asyncio.run(main())
+
+
+def test_upload_request_flow(bench):
+    (built, sink), (uploaded, _) = upload_pair(bench, send=True, wait=True)
+    assert uploaded is None  # the upload half builds nothing
+    assert built.image_id.startswith("sha256:") and b"uploaded" in sink.getvalue() or built.image_id
+    assert bench.builder.jobs == {}
+
+
+def test_upload_request_waits_five_seconds_at_most(bench, monkeypatch):
+    monkeypatch.setattr(builder_module, "UPLOAD_WAIT", 0.2)
+    (lonely_waiter,) = upload_pair(bench, send=False, wait=True)
+    assert isinstance(lonely_waiter, errdefs.Deadline) and str(lonely_waiter) == "context deadline exceeded"
+    (lonely_upload,) = upload_pair(bench, send=True, wait=False)
+    assert isinstance(lonely_upload, errdefs.Deadline)
+    assert bench.builder.jobs == {}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"network_mode": "bridge"}, 'network mode "bridge" not supported by buildkit'),
+        ({"outputs": [{"Type": "moby"}, {"Type": "local"}]}, "multiple outputs not supported"),
+        ({"extra_hosts": ["nocolon"]}, "invalid host nocolon"),
+        ({"extra_hosts": ["h:notanip"]}, "invalid host h:notanip"),
+        ({"outputs": [{"Type": "tar"}]}, "exporter 'tar' could not be found"),
+    ],
+)
+def test_refusals(bench, options, message):
+    built = bench.build("FROM busybox:local\n", **options)
+    assert built.error is not None and str(built.error) == message
+    if "exporter" not in message:
+        assert built.messages == []  # refused before anything was written: an ordinary HTTP error
+
+
+def test_cacheonly_exports_nothing(bench):
+    built = bench.build("FROM busybox:local\nRUN echo x\n", outputs=[{"Type": "cacheonly"}], tags=["nope:1"])
+    assert built.error is None and built.image_id == ""
+    assert not any(m.get("id") == IMAGE_ID for m in built.messages)
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "message"),
+    [
+        (
+            "FROM busybox:local\nNOPE\n",
+            "failed to solve with frontend dockerfile.v0: failed to create LLB "
+            "definition: dockerfile parse error line 2: unknown instruction: NOPE",
+        ),  # fmt: skip
+        (
+            "FROM busybox:local\nCOPY nope.txt /\n",
+            'failed to compute cache key: "/nope.txt" not found: not found',
+        ),
+        # Not in the store: a pull is tried (offline here, so the message depends on the network).
+        (
+            "FROM nope-mbref:latest\n",
+            "failed to solve with frontend dockerfile.v0: failed to create LLB definition: ",
+        ),
+    ],
+)
+def test_errors_arrive_after_the_first_traces(bench, dockerfile, message):
+    built = bench.build(dockerfile)
+    assert built.error is not None
+    assert str(built.error).startswith(message)
+    assert built.traces  # the context vertices were reported first: the error goes in the stream
+
+
+def test_missing_dockerfile(bench):
+    built = asyncio.run(bench.build_async("", body=tar_of({"other": b"x"})))
+    assert re.fullmatch(
+        r"failed to solve with frontend dockerfile.v0: failed to read dockerfile: open /\S+/Dockerfile: "
+        r"no such file or directory",
+        str(built.error),
+    )
+
+
+def test_source_date_epoch_gives_the_same_image_in_two_data_roots(tmp_path):
+    df = "FROM busybox:local\nCOPY a.txt /a.txt\nRUN echo made > /made.txt\nENV X=1\n"
+    ids = []
+    for name in ("one", "two"):
+        bench = NextBench(tmp_path / name)
+        ids.append(bench.build(df, {"a.txt": b"a"}, build_args={"SOURCE_DATE_EPOCH": "1700000000"}).ok())
+    assert ids[0] == ids[1]
+    scratch = []
+    for name in ("three", "four"):
+        bench = NextBench(tmp_path / name, busybox=False)
+        scratch.append(bench.build("FROM scratch\nCOPY a.txt /\n", {"a.txt": b"a"},
+                                   build_args={"SOURCE_DATE_EPOCH": "0"}).ok())  # fmt: skip
+    assert scratch[0] == scratch[1]
+    config = NextBench(tmp_path / "three", busybox=False).config(scratch[0])
+    assert config["created"] == "1970-01-01T00:00:00Z"
+
+
+def test_image_config_and_history_match_the_layers(bench, tmp_path):
+    df = (
+        "FROM busybox:local\nENV APP=/app\nWORKDIR $APP\nCOPY hello.txt .\nRUN echo nothing-written\n"
+        'RUN echo x > x.txt\nUSER 1000\nCMD ["cat", "hello.txt"]\n'
+    )
+    image_id = bench.build(df, {"hello.txt": b"hello\n"}, labels={"from": "query"}).ok()
+    config = bench.config(image_id)
+    assert config["config"]["WorkingDir"] == "/app" and config["config"]["User"] == "1000"
+    assert config["config"]["Cmd"] == ["cat", "hello.txt"] and config["config"]["Labels"] == {"from": "query"}
+    assert "APP=/app" in config["config"]["Env"]
+    history = config["history"]
+    assert sum(not h.get("empty_layer") for h in history) == len(config["rootfs"]["diff_ids"])
+    run_nothing = next(h for h in history if "nothing-written" in h.get("created_by", ""))
+    assert run_nothing["empty_layer"] is True  # the RUN changed no file: no layer
+    tree = bench.tree(image_id, tmp_path / "t")
+    assert (tree / "app" / "hello.txt").read_text() == "hello\n" and (tree / "app" / "x.txt").exists()
+
+
+def test_copy_and_add_semantics(bench, tmp_path):
+    archive = tar_of({"inside/one.txt": b"1", "two.txt": b"2"})
+    files = {"dir/sub/f.txt": b"f", "dir/g.txt": b"g", "w1.log": b"1", "w2.log": b"2", "pkg.tar": archive}
+    df = (
+        "FROM busybox:local\n"
+        "COPY dir /copied-dir\n"  # a directory's contents, not the directory
+        "COPY dir/ /into/\n"
+        "COPY w*.log /logs/\n"
+        "COPY nomatch* /none/\n"  # a wildcard that matches nothing copies nothing
+        "COPY --chown=1000:1001 --chmod=0600 w1.log /owned.log\n"
+        "ADD pkg.tar /unpacked/\n"
+        "COPY pkg.tar /kept.tar\n"
+        "WORKDIR /made/by/workdir\n"
+    )
+    tree = bench.tree(bench.build(df, files).ok(), tmp_path / "t")
+    assert (tree / "copied-dir" / "sub" / "f.txt").read_bytes() == b"f"
+    assert (tree / "into" / "g.txt").exists() and not (tree / "into" / "dir").exists()
+    assert sorted(p.name for p in (tree / "logs").iterdir()) == ["w1.log", "w2.log"]
+    assert not (tree / "none").exists() or list((tree / "none").iterdir()) == []
+    st = os.lstat(tree / "owned.log")
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (1000, 1001, 0o600)
+    assert (tree / "unpacked" / "inside" / "one.txt").read_bytes() == b"1"
+    assert (tree / "kept.tar").read_bytes() == archive
+    assert (tree / "made" / "by" / "workdir").is_dir()
+
+
+def test_same_result_as_a_rebuild_from_scratch_of_the_snapshot(bench, tmp_path):
+    """The image's tree equals what the RUN steps saw: a RUN reading a COPY'd file writes it back."""
+    df = "FROM busybox:local\nCOPY a.txt /a.txt\nRUN cp /a.txt /b.txt && rm /bin/vi && mkdir -p /d/e\n"
+    tree = snapshot_of_tree(bench.tree(bench.build(df, {"a.txt": b"data"}).ok(), tmp_path / "t"))
+    assert tree["/b.txt"][4] == b"data" and "/bin/vi" not in tree and "/d/e" in tree
