@@ -45,11 +45,12 @@ class Result:
     from_image: Any = None
 
 
-async def run_in_thread(fn: Callable[..., T], *args: Any) -> T:
+async def run_in_thread(fn: Callable[..., T], *args: Any, discard: Callable[[T], Any] | None = None) -> T:
     """Run blocking work in a thread; if we are cancelled meanwhile, wait for it before re-raising.
 
     A thread cannot be interrupted: returning early would let cleanup race with work still writing
-    into a snapshot.
+    into a snapshot. When the work made something its caller will now never get (a snapshot), it is
+    handed to `discard`.
     """
     task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
     try:
@@ -62,6 +63,8 @@ async def run_in_thread(fn: Callable[..., T], *args: Any) -> T:
                 continue
             except Exception:
                 break
+        if discard is not None and task.done() and not task.cancelled() and task.exception() is None:
+            discard(task.result())
         raise
 
 

@@ -60,7 +60,9 @@ class ContainerManager:
     async def rw_layer(self, container: Container) -> RWLayer:
         """The container's writable root (prepared on first use: metadata steps never need one)."""
         if container.rw_layer is None:
-            container.rw_layer = await run_in_thread(RWLayer, self.components, container.image, container.id)
+            container.rw_layer = await run_in_thread(
+                RWLayer, self.components, container.image, container.id, discard=RWLayer.release
+            )
         return container.rw_layer
 
     async def run(self, container: Container, stdout: StreamWriter, stderr: StreamWriter) -> None:

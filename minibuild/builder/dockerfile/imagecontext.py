@@ -175,7 +175,7 @@ class ImageMount:
         return self.image.image_id
 
     async def new_rw_layer(self) -> RWLayer:
-        return await run_in_thread(RWLayer, self.components, self.image)
+        return await run_in_thread(RWLayer, self.components, self.image, discard=RWLayer.release)
 
 
 class ImageSources:

@@ -257,7 +257,7 @@ async def perform_copy(b: "Builder", req: "DispatchRequest", inst: CopyInstructi
     if await probe_cache(b, state, run_config_with_comment_cmd):
         return
     image = await run_in_thread(current_image, b, state)
-    rw_layer = await run_in_thread(RWLayer, b.components, image)
+    rw_layer = await run_in_thread(RWLayer, b.components, image, discard=RWLayer.release)
     try:
         state.image_id = await run_in_thread(
             _copy_and_commit, b, state, inst, rw_layer, image, run_config_with_comment_cmd
