@@ -1,0 +1,121 @@
+"""`--progress plain` and `--progress tty` renderers of BuildKit traces."""
+
+import io
+
+from minibuild.builder.next.progress import StatusResponse, Vertex, VertexLog, VertexStatus
+from minibuild.builder.next.progressui import PlainPrinter, TTYDisplay
+from minibuild.cli import progress as cli_progress
+
+CTX, FROM, RUN, EXPORT = "sha256:c", "sha256:f", "sha256:r", "sha256:e"
+
+
+def build_trace(*, fail: bool = False) -> list[StatusResponse]:
+    run_name = "[2/2] RUN echo hi && exit 3" if fail else "[2/2] RUN echo hi"
+    out = [
+        StatusResponse([Vertex(CTX, [], "[internal] load remote build context", started=100.0)]),
+        StatusResponse(
+            [Vertex(CTX, [], "[internal] load remote build context", started=100.0, completed=100.02)]
+        ),
+        StatusResponse(
+            [Vertex(FROM, [], "[1/2] FROM docker.io/library/busybox:local"), Vertex(RUN, [FROM], run_name)]
+        ),
+        StatusResponse(
+            [Vertex(FROM, [], "[1/2] FROM docker.io/library/busybox:local", 101.0, 101.0, cached=True)]
+        ),
+        StatusResponse([Vertex(RUN, [FROM], run_name, started=101.0)]),
+        StatusResponse(logs=[VertexLog(RUN, 1, b"hi\npart", 101.25)]),
+        StatusResponse(logs=[VertexLog(RUN, 2, b"ial\n", 101.5)]),
+    ]
+    if fail:
+        error = "executor failed running [/bin/sh -c echo hi && exit 3]: exit code: 3"
+        out.append(StatusResponse([Vertex(RUN, [FROM], run_name, 101.0, 101.6, error=error)]))
+        return out
+    out += [
+        StatusResponse([Vertex(RUN, [FROM], run_name, started=101.0, completed=102.34)]),
+        StatusResponse([Vertex(EXPORT, [], "exporting to image", started=102.4)]),
+        StatusResponse(statuses=[VertexStatus("exporting layers", EXPORT, timestamp=102.4, started=102.4)]),
+        StatusResponse(
+            statuses=[
+                VertexStatus("exporting layers", EXPORT, timestamp=102.6, started=102.4, completed=102.6)
+            ]
+        ),
+        StatusResponse([Vertex(EXPORT, [], "exporting to image", started=102.4, completed=102.6)]),
+    ]
+    return out
+
+
+def test_plain_output_reads_like_buildkits():
+    out = io.StringIO()
+    printer = PlainPrinter(out)
+    for sr in build_trace():
+        printer.write_trace(sr.marshal())
+    printer.close()
+    assert out.getvalue() == (
+        "\n#1 [internal] load remote build context\n"
+        "#1 DONE 0.0s\n"
+        "\n#2 [1/2] FROM docker.io/library/busybox:local\n"
+        "#2 CACHED\n"
+        "\n#3 [2/2] RUN echo hi\n"
+        "#3 0.250 hi\n"
+        "#3 0.500 partial\n"
+        "#3 DONE 1.3s\n"
+        "\n#4 exporting to image\n"
+        "#4 exporting layers\n"
+        "#4 exporting layers 0.2s done\n"
+        "#4 DONE 0.2s\n"
+    )
+
+
+def test_plain_output_of_a_failure_repeats_the_last_lines():
+    out = io.StringIO()
+    printer = PlainPrinter(out)
+    for sr in build_trace(fail=True):
+        printer.write(sr)
+    printer.close()
+    text = out.getvalue()
+    assert "#3 ERROR: executor failed running [/bin/sh -c echo hi && exit 3]: exit code: 3\n" in text
+    assert text.endswith("------\n > [2/2] RUN echo hi && exit 3:\n#3 hi\n#3 partial\n------\n")
+
+
+def test_plain_marks_a_step_left_unfinished_and_cancellations():
+    out = io.StringIO()
+    printer = PlainPrinter(out)
+    printer.write(StatusResponse([Vertex("a", [], "A", started=1.0), Vertex("b", [], "B", started=1.0)]))
+    printer.write(StatusResponse([Vertex("a", [], "A", 1.0, 2.0, error="context canceled")]))
+    assert out.getvalue() == "\n#1 A\n#1 ...\n\n#2 B\n#2 ...\n\n#1 A\n#1 CANCELED\n"
+
+
+def test_tty_frames():
+    now = [102.5]
+    out = io.StringIO()
+    display = TTYDisplay(out, clock=lambda: now[0], width=60)
+    display.start = 100.0
+    for sr in build_trace()[:7]:
+        display.trace.update(sr)
+    frame = display.frame()
+    assert frame[0] == "[+] Building 2.5s (2/3)"
+    assert frame[1].startswith(" => [internal] load remote build context") and frame[1].endswith(" 0.0s")
+    assert frame[2].startswith(" => CACHED [1/2] FROM docker.io/library/busybox:local")
+    assert frame[3].startswith(" => [2/2] RUN echo hi") and frame[3].endswith("1.5s")  # still running
+    assert frame[4:] == [" => => # hi", " => => # partial"]
+    assert all(len(line) <= 60 for line in frame)
+    for sr in build_trace()[7:]:
+        display.trace.update(sr)
+    display.close()
+    text = out.getvalue()
+    assert "FINISHED" in text.splitlines()[0] and " => => exporting layers" in text
+    # A redraw goes back over the previous frame.
+    display.draw()
+    assert f"\x1b[{display.lines_drawn}A" in out.getvalue()
+
+
+def test_importing_registers_both_renderers_with_the_cli():
+    assert set(cli_progress._RENDERERS) >= {"plain", "tty"}
+    trace = {
+        "id": "moby.buildkit.trace",
+        "aux": __import__("base64").b64encode(build_trace()[0].marshal()).decode(),
+    }
+    err = io.StringIO()
+    seen = []
+    cli_progress.display_buildkit_stream([trace], io.StringIO(), err, "plain", seen.append)
+    assert "#1 [internal] load remote build context" in err.getvalue()
