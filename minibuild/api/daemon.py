@@ -6,14 +6,22 @@ replaced, one a live daemon answers on is refused) and, only when asked, TCP —
 address is given, with a printed warning, since the API has no authentication. `run_daemon` is
 `minibuild daemon`: it stops cleanly on SIGTERM/SIGINT, cancelling running builds. `embedded_daemon`
 runs one in a background thread for tests and notebooks, on a temporary socket.
+
+Registries: one `RegistryService` per data root (`<data_root>/distribution`), configured by
+`--insecure-registry` (host[:port] or CIDR; loopback is always insecure) and `--registry-mirror` (tried
+before Docker Hub for docker.io images), checked at start as dockerd checks them (registry/config.go).
+The image router pulls and pushes with it, `/auth` logs in with it, and builds get it through the
+build backend.
 """
 
 import asyncio
 import atexit
 import errno
+import ipaddress
 import logging
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -27,9 +35,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from minibuild import errdefs
 from minibuild.api import versions
 from minibuild.api.platforms import host_arch
 from minibuild.api.router.build import Backend as BuildBackend
@@ -38,6 +48,8 @@ from minibuild.api.router.image import ImageRouter
 from minibuild.api.router.system import SystemRouter
 from minibuild.api.server import ENGINE_VERSION, OS_TYPE, Server
 from minibuild.defaults import default_data_root, default_host
+from minibuild.distribution import AuthConfig, RegistryService, ServiceConfig
+from minibuild.distribution.config import DEFAULT_INSECURE_CIDRS, INDEX_NAME
 from minibuild.image.service import ImageService
 
 log = logging.getLogger("minibuild.daemon")
@@ -63,6 +75,8 @@ class DaemonConfig:
     experimental: bool = False
     debug: bool = False
     storage_driver: str = ""  # the name inspect and /info show; empty: the image service's default
+    insecure_registries: list[str] = field(default_factory=list)  # --insecure-registry: host[:port] or CIDR
+    registry_mirrors: list[str] = field(default_factory=list)  # --registry-mirror: http(s) URLs
 
 
 # --- listeners --------------------------------------------------------------------------------------
@@ -129,6 +143,121 @@ def listen_tcp(addr: str, port: int) -> socket.socket:
     return sock
 
 
+# --- registry options (moby registry/config.go) -------------------------------------------------------
+
+# validHostPortRegex: a host name or IP, optionally with a port (the reference grammar's domain).
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_HOST_PORT_RE = re.compile(rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?")
+
+
+def validate_mirror(value: str) -> str:
+    """ValidateMirror: an http(s) URL without path, query or credentials, normalized to end in `/`."""
+    try:
+        uri = urlsplit(value)
+        uri.port  # noqa: B018 - a malformed port raises here
+    except ValueError:
+        raise DaemonError(f'invalid mirror: "{value}" is not a valid URI') from None
+    if uri.scheme not in ("http", "https"):
+        raise DaemonError(f'invalid mirror: unsupported scheme "{uri.scheme}" in "{value}"')
+    if uri.path not in ("", "/") or uri.query or uri.fragment:
+        raise DaemonError(f'invalid mirror: path, query, or fragment at end of the URI "{value}"')
+    if uri.username is not None:
+        host = uri.netloc.rpartition("@")[2]
+        shown = f"{uri.scheme}://{uri.username}:xxxxx@{host}{uri.path}"  # the password is never echoed
+        raise DaemonError(f'invalid mirror: username/password not allowed in URI "{shown}"')
+    return value.removesuffix("/") + "/"
+
+
+def _split_host_port(value: str) -> tuple[str, str]:
+    """net.SplitHostPort, falling back to the whole value as the host (`[::1]:5000`, `host:5000`)."""
+    if value.startswith("[") and "]:" in value:
+        host, _, port = value[1:].partition("]:")
+        return host, port
+    if value.count(":") == 1:
+        host, _, port = value.partition(":")
+        return host, port
+    return value, ""
+
+
+def _cidr(value: str) -> str | None:
+    """net.ParseCIDR: `10.0.0.0/8` (a bare address is a host, not a network); None if not one."""
+    if "/" not in value:
+        return None
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        return None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def validate_insecure_registry(value: str) -> str:
+    """One --insecure-registry entry (LoadInsecureRegistries): a CIDR or host[:port], scheme dropped."""
+    if value.startswith("-") or value.endswith("-"):
+        raise DaemonError(f"invalid index name ({value}). Cannot begin or end with a hyphen")
+    for scheme in ("http://", "https://"):
+        if value.lower().startswith(scheme):
+            log.warning(
+                "insecure registry %s should not contain '%s' and '%s' has been removed from the "
+                "insecure registry config",
+                value,
+                scheme,
+                scheme,
+            )
+            value = value[len(scheme) :]
+            break
+    else:
+        if "://" in value:
+            raise DaemonError(f"insecure registry {value} should not contain '://'")
+    if _cidr(value) is not None:
+        return value
+    host, port = _split_host_port(value)
+    if not _HOST_PORT_RE.fullmatch(value) and not _is_ip(host):
+        raise DaemonError(f'insecure registry {value} is not valid: invalid host "{host}"')
+    if port and (not port.isdigit() or int(port) > 65535):
+        raise DaemonError(f'insecure registry {value} is not valid: invalid port "{port}"')
+    return value
+
+
+def load_registry_config(config: DaemonConfig) -> ServiceConfig:
+    """The registry service's options from the daemon's flags; DaemonError with dockerd's wording."""
+    return ServiceConfig(
+        insecure_registries=[validate_insecure_registry(r) for r in config.insecure_registries],
+        mirrors=[validate_mirror(m) for m in config.registry_mirrors],
+    )
+
+
+def registry_info(config: ServiceConfig) -> dict[str, Any]:
+    """/info's RegistryConfig: insecure CIDRs (loopback last, as dockerd appends it), index configs."""
+    cidrs: list[str] = []
+    indexes: dict[str, dict[str, Any]] = {}
+    for entry in [*config.insecure_registries, *DEFAULT_INSECURE_CIDRS]:
+        network = _cidr(entry)
+        if network is None:
+            indexes[entry] = {"Name": entry, "Mirrors": [], "Secure": False, "Official": False}
+        elif network not in cidrs:
+            cidrs.append(network)
+    indexes[INDEX_NAME] = {
+        "Name": INDEX_NAME,
+        "Mirrors": list(config.mirrors),
+        "Secure": True,
+        "Official": True,
+    }
+    return {
+        "AllowNondistributableArtifactsCIDRs": [],
+        "AllowNondistributableArtifactsHostnames": [],
+        "InsecureRegistryCIDRs": cidrs,
+        "IndexConfigs": dict(sorted(indexes.items())),
+        "Mirrors": list(config.mirrors),
+    }
+
+
 # --- the daemon ---------------------------------------------------------------------------------------
 
 
@@ -181,11 +310,13 @@ class Daemon:
         config: DaemonConfig,
         *,
         image_service: ImageService | None = None,
+        registry_service: RegistryService | None = None,
         build_backend: BuildBackend | None = None,
     ) -> None:
         self.config = config
         self.data_root = Path(config.data_root)
         self.image_service = image_service
+        self.registry_service = registry_service
         self.build_backend = build_backend
         self.build_router = BuildRouter(build_backend, self.data_root, experimental=config.experimental)
         self.runner: web.AppRunner | None = None
@@ -282,15 +413,9 @@ class Daemon:
             "OSType": OS_TYPE,
             "Architecture": platform.machine(),
             "IndexServerAddress": "https://index.docker.io/v1/",
-            "RegistryConfig": {
-                "AllowNondistributableArtifactsCIDRs": [],
-                "AllowNondistributableArtifactsHostnames": [],
-                "InsecureRegistryCIDRs": ["127.0.0.0/8"],
-                "IndexConfigs": {
-                    "docker.io": {"Name": "docker.io", "Mirrors": [], "Secure": True, "Official": True}
-                },
-                "Mirrors": [],
-            },
+            "RegistryConfig": registry_info(
+                self.registry_service.config if self.registry_service else ServiceConfig()
+            ),
             "NCPU": os.cpu_count() or 1,
             "MemTotal": _mem_total(),
             "GenericResources": None,
@@ -324,28 +449,40 @@ class Daemon:
             "Warnings": warnings or None,
         }
 
+    async def authenticate_to_registry(self, auth: AuthConfig) -> tuple[str, str]:
+        """AuthenticateToRegistry (POST /auth): (status, identity token), or the registry's refusal."""
+        if self.registry_service is None:
+            raise errdefs.NotImplemented("this minibuild daemon has no registry service")
+        return await self.registry_service.auth(auth)
+
     # --- serving ---
 
     def create_server(self) -> Server:
         server = Server(experimental=self.config.experimental)
         routers: list = [SystemRouter(self), self.build_router]
         if self.image_service is not None:
-            routers.append(ImageRouter(self.image_service, self.data_root / "tmp"))
+            routers.append(ImageRouter(self.image_service, self.data_root / "tmp", self.registry_service))
         server.init_routers(routers)
         return server
 
     async def start(self) -> None:
         """Open the data root (its stores) and every listener, then serve."""
+        registry_config = load_registry_config(self.config)
         try:
             self.data_root.mkdir(parents=True, exist_ok=True)
             if self.image_service is None:
                 # Opening the service also empties <data root>/tmp: bodies a dead daemon left there.
                 driver = {"graph_driver": self.config.storage_driver} if self.config.storage_driver else {}
                 self.image_service = await asyncio.to_thread(ImageService, self.data_root, **driver)
+            if self.registry_service is None:
+                # Opening it empties <data root>/distribution/tmp: downloads a dead daemon left there.
+                self.registry_service = await asyncio.to_thread(
+                    RegistryService, self.data_root / "distribution", registry_config
+                )
         except OSError as err:
             raise DaemonError(f"cannot use data root {self.data_root}: {err.strerror or err}")
         if self.build_backend is None:
-            self.build_backend = create_build_backend(self.config, self.image_service)
+            self.build_backend = create_build_backend(self.config, self.image_service, self.registry_service)
             self.build_router.backend = self.build_backend
         self._stopped = asyncio.Event()
         listeners = [parse_daemon_host(h) for h in self.config.hosts]
@@ -442,11 +579,13 @@ def run_daemon(config: DaemonConfig) -> int:
     return 0
 
 
-def create_build_backend(config: DaemonConfig, image_service: ImageService) -> BuildBackend | None:
+def create_build_backend(
+    config: DaemonConfig, image_service: ImageService, registry_service: RegistryService
+) -> BuildBackend | None:
     """The build backend (minibuild.backend: the tagger, the classic builder, the DAG solver)."""
     from minibuild.backend import new_backend  # the builders import the API's types: import them late
 
-    return new_backend(config.data_root, image_service=image_service)
+    return new_backend(config.data_root, image_service=image_service, registry=registry_service)
 
 
 # --- embedded daemon ------------------------------------------------------------------------------------

@@ -10,20 +10,25 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 import minibuild
 from minibuild.cli.build import BUILD
 from minibuild.cli.command import PROG, Command, StatusError
 from minibuild.cli.image import BUSYBOX, HISTORY, IMAGES, IMPORT, INSPECT, LOAD, RMI, SAVE, TAG
+from minibuild.cli.registry import LOGIN, LOGOUT, PULL, PUSH
 from minibuild.cli.system import BUILDER_PRUNE, DAEMON, VERSION
 from minibuild.client import APIClient
 from minibuild.client.client import ClientError
 from minibuild.client.context import ContextError
 from minibuild.defaults import default_host
+from minibuild.distribution.configfile import CONFIG_FILE_NAME, ConfigFile
+from minibuild.distribution.errors import ConfigFileError
 
 COMMANDS: list[Command] = [
-    BUILD, BUSYBOX, DAEMON, HISTORY, IMAGES, IMPORT, INSPECT, LOAD, RMI, SAVE, TAG, VERSION,
+    BUILD, BUSYBOX, DAEMON, HISTORY, IMAGES, IMPORT, INSPECT, LOAD, LOGIN, LOGOUT, PULL, PUSH, RMI, SAVE,
+    TAG, VERSION,
 ]  # fmt: skip
 MANAGEMENT: dict[str, tuple[str, list[Command]]] = {"builder": ("Manage builds", [BUILDER_PRUNE])}
 
@@ -45,16 +50,23 @@ class CLI:
             self._client = APIClient(self.host)
         return self._client
 
-    def credentials(self) -> dict[str, Any]:
-        """Every credential in ~/.docker/config.json, sent with builds as X-Registry-Config."""
-        from minibuild.distribution.configfile import ConfigFile
-        from minibuild.distribution.errors import ConfigFileError
+    def config_file(self) -> ConfigFile:
+        """The docker CLI's config file ($DOCKER_CONFIG/config.json, else ~/.docker/config.json).
 
+        An unreadable file is reported and treated as empty, as the docker CLI does (a login then
+        writes a fresh one).
+        """
+        home = self.env.get("HOME") or str(Path.home())
+        path = Path(self.env.get("DOCKER_CONFIG") or Path(home) / ".docker") / CONFIG_FILE_NAME
         try:
-            return ConfigFile.load().get_all_credentials()
+            return ConfigFile.load(path)
         except ConfigFileError as err:
             self.stderr.write(f"WARNING: Error loading config file: {err}\n")
-            return {}
+            return ConfigFile(path)
+
+    def credentials(self) -> dict[str, Any]:
+        """Every credential in the config file, sent with builds as X-Registry-Config."""
+        return self.config_file().get_all_credentials()
 
 
 def main_help() -> str:

@@ -1,5 +1,5 @@
 """`minibuild version`, `minibuild builder prune`, `minibuild daemon` (docker cli/command/system/version.go,
-cli/command/builder/prune.go; moby cmd/dockerd/docker.go)."""
+cli/command/builder/prune.go; moby cmd/dockerd/docker.go, registry flags of cmd/dockerd/options.go)."""
 
 import argparse
 import platform
@@ -125,6 +125,8 @@ def run_daemon_command(ns: argparse.Namespace, cli: Any) -> int:
         data_root=Path(ns.data_root) if ns.data_root else default_data_root(),
         experimental=ns.experimental,
         debug=ns.debug,
+        insecure_registries=list(ns.insecure_registry),
+        registry_mirrors=list(ns.registry_mirror),
     )
     return run_daemon(config)
 
@@ -141,5 +143,7 @@ DAEMON = Command(
         Flag(("-D", "--debug"), "Enable debug mode"),
         Flag(("--experimental",), "Enable experimental features (squash)"),
         Flag(("-H", "--host"), f"Daemon socket(s) to listen on (default {default_host()})", "list"),
+        Flag(("--insecure-registry",), "Enable insecure registry communication", "list"),
+        Flag(("--registry-mirror",), "Preferred registry mirror", "list"),
     ],
 )

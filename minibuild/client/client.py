@@ -19,10 +19,12 @@ from typing import Any, BinaryIO
 import requests
 import requests_unixsocket
 
+from minibuild import gojson
 from minibuild.api import versions
 from minibuild.client.image import ImageAPIMixin
 from minibuild.client.image_build import BuildAPIMixin
 from minibuild.defaults import default_host
+from minibuild.distribution.auth import AuthConfig
 
 Body = bytes | BinaryIO | Iterable[bytes] | None
 
@@ -258,6 +260,18 @@ class _Core:
     def info(self) -> dict[str, Any]:
         """GET /info."""
         return self.get_json("/info")
+
+    def registry_login(self, auth: AuthConfig) -> dict[str, str]:
+        """RegistryLogin: POST /auth with the credentials as JSON; `{"IdentityToken":…,"Status":…}`.
+
+        A refusal is an APIError (status 401 when the daemon says the credentials are wrong).
+        """
+        body = gojson.dumpb(auth.to_dict())
+        resp = self.post("/auth", body=body, headers={"Content-Type": "application/json"})
+        try:
+            return resp.response.json()
+        finally:
+            resp.close()
 
 
 class APIClient(ImageAPIMixin, BuildAPIMixin, _Core):

@@ -1,5 +1,11 @@
 """Image calls of the client (moby client/image_list.go, image_inspect.go, image_history.go,
-image_tag.go, image_remove.go, image_save.go, image_load.go, image_import.go)."""
+image_tag.go, image_remove.go, image_save.go, image_load.go, image_import.go, image_pull.go,
+image_push.go).
+
+Pull and push carry the registry credentials as base64url JSON in `X-Registry-Auth`
+(`minibuild.distribution.encode_auth_config`); without any, the client sends the encoding of an empty
+AuthConfig (`e30=`), as the docker CLI does.
+"""
 
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -7,7 +13,22 @@ from typing import Any, BinaryIO
 
 from minibuild import gojson
 from minibuild.api.jsonmessage import decode_stream
+from minibuild.distribution.auth import AuthConfig, encode_auth_config
 from minibuild.image import reference
+
+ANONYMOUS_AUTH = encode_auth_config(AuthConfig())  # "e30=": what the docker CLI sends without credentials
+
+
+def get_api_tag_from_named_ref(ref: reference.Reference) -> str:
+    """getAPITagFromNamedRef: the digest, else the tag (`latest` for a bare name)."""
+    return ref.digest or reference.tag_name_only(ref).tag
+
+
+def _parse_named(ref: str) -> reference.Reference:
+    try:
+        return reference.parse_normalized_named(ref)
+    except reference.InvalidReference as err:
+        raise ValueError(str(err)) from None
 
 
 @dataclass
@@ -112,3 +133,31 @@ class ImageAPIMixin:
         if changes:
             query["changes"] = list(changes)
         return StreamResponse(self.post_raw("/images/create", query, source), json=True)
+
+    def image_pull(
+        self, ref: str, *, all_tags: bool = False, platform: str = "", registry_auth: str = ""
+    ) -> StreamResponse:
+        """ImagePull: POST /images/create?fromImage=<name>&tag=<tag or digest> (every tag with all_tags).
+
+        `registry_auth` is the X-Registry-Auth value (encode_auth_config); "" means anonymous.
+        """
+        named = _parse_named(ref)
+        query: dict[str, Any] = {"fromImage": reference.familiar_name(named)}
+        if not all_tags:
+            query["tag"] = get_api_tag_from_named_ref(named)
+        if platform:
+            query["platform"] = platform.lower()
+        headers = {"X-Registry-Auth": registry_auth or ANONYMOUS_AUTH}
+        return StreamResponse(self.post("/images/create", query, headers=headers), json=True)
+
+    def image_push(self, ref: str, *, all_tags: bool = False, registry_auth: str = "") -> StreamResponse:
+        """ImagePush: POST /images/<name>/push?tag=<tag> (every tag of the name with all_tags)."""
+        named = _parse_named(ref)
+        if named.digest:
+            raise ValueError("cannot push a digest reference")
+        query: dict[str, Any] = {}
+        if not all_tags:
+            query["tag"] = reference.tag_name_only(named).tag
+        headers = {"X-Registry-Auth": registry_auth or ANONYMOUS_AUTH}
+        name = reference.familiar_name(named)
+        return StreamResponse(self.post(f"/images/{name}/push", query, headers=headers), json=True)

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from minibuild.api import jsondecode
 from minibuild.distribution.config import INDEX_SERVER, IndexInfo, proxy_for
 from minibuild.distribution.errors import (
     NoBasicAuthCredentials,
@@ -70,32 +71,92 @@ def encode_auth_config(auth: AuthConfig) -> str:
     return base64.urlsafe_b64encode(json.dumps(auth.to_dict()).encode()).decode()
 
 
-def _decode_b64_json(header: str) -> object:
-    padded = header + "=" * (-len(header) % 4)
-    return json.loads(base64.urlsafe_b64decode(padded.encode()))
+_AUTH_CONFIG = jsondecode.struct(
+    "types.AuthConfig", **{name: jsondecode.STRING for name in AuthConfig.__dataclass_fields__}
+)
+_AUTH_CONFIGS = jsondecode.map_of(_AUTH_CONFIG)
+
+
+def _auth_config_of(fields: dict) -> AuthConfig:
+    """An AuthConfig from decoded struct fields; fields Go could not fill stay empty."""
+    return AuthConfig(**{k: v for k, v in fields.items() if isinstance(v, str)})
+
+
+_URL_TO_STD = str.maketrans("-_", "+/")
+
+
+def _base64url_decode(header: str) -> bytes | None:
+    """base64.URLEncoding as Go reads it: URL-safe alphabet, padded; None when it is not that."""
+    if "+" in header or "/" in header:
+        return None
+    try:
+        return base64.b64decode(header.translate(_URL_TO_STD), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def first_json_value(data: bytes | str) -> str:
+    """The JSON text json.NewDecoder(r).Decode reads: the first value; what follows it is never read.
+
+    Raises GoJSONError with the decoder's wording: `EOF` for no value, `unexpected EOF` for a cut one.
+    """
+    text = data.decode("utf-8", "surrogateescape") if isinstance(data, bytes) else data
+    text = text.lstrip(" \t\r\n")
+    if not text:
+        raise jsondecode.GoJSONError("EOF")
+    try:
+        _, end = json.JSONDecoder().raw_decode(text)
+    except (json.JSONDecodeError, RecursionError):
+        end = len(text)
+    try:
+        jsondecode.unmarshal(text[:end], jsondecode.map_of(jsondecode.STRING))  # syntax errors only
+    except jsondecode.GoJSONError as err:
+        if str(err) == "unexpected end of JSON input":
+            raise jsondecode.GoJSONError("unexpected EOF") from None
+        if not str(err).startswith("json: "):
+            raise
+    return text[:end]
+
+
+def decode_auth_config_body(body: bytes) -> AuthConfig | None:
+    """A JSON body as dockerd decodes it into an AuthConfig (POST /auth, the old POST /images/…/push).
+
+    None for a JSON `null`; GoJSONError with Go's message for anything else that is not an AuthConfig.
+    """
+    value = jsondecode.unmarshal(first_json_value(body), jsondecode.ptr_to(_AUTH_CONFIG))
+    return None if value is None else _auth_config_of(value)
 
 
 def decode_auth_config(header: str | None) -> AuthConfig:
     """X-Registry-Auth: undecodable or absent means anonymous (postImagesCreate/postImagesPush)."""
-    if not header:
+    raw = _base64url_decode(header or "")
+    if not raw:
         return AuthConfig()
     try:
-        return AuthConfig.from_dict(_decode_b64_json(header))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        return AuthConfig()
+        return decode_auth_config_body(raw) or AuthConfig()
+    except jsondecode.GoJSONError:
+        return AuthConfig()  # Go replaces a config it could not decode by an empty one
 
 
 def decode_auth_configs(header: str | None) -> dict[str, AuthConfig]:
-    """X-Registry-Config (build): registry -> AuthConfig; undecodable means none (getAuthConfigs)."""
-    if not header:
+    """X-Registry-Config (getAuthConfigs): registry -> AuthConfig, decoded as Go decodes it.
+
+    Errors are ignored, as dockerd ignores them: bad base64 or bad JSON gives no credentials; a value
+    of the wrong type keeps what Go could fill (a non-string field stays empty, a non-object entry is
+    dropped).
+    """
+    raw = _base64url_decode(header or "")
+    if not raw:
         return {}
     try:
-        doc = _decode_b64_json(header)
-        if not isinstance(doc, dict):
-            return {}
-        return {str(k): AuthConfig.from_dict(v) for k, v in doc.items()}
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        decoded = jsondecode.decode_partial(first_json_value(raw), _AUTH_CONFIGS)
+    except jsondecode.GoJSONError:
         return {}
+    if not isinstance(decoded, dict):
+        return {}
+    return {
+        registry: _auth_config_of(fields) for registry, fields in decoded.items() if isinstance(fields, dict)
+    }
 
 
 def convert_to_hostname(url: str) -> str:

@@ -11,8 +11,6 @@ in memory and send it only if the build fails, then the error; on success only t
 """
 
 import asyncio
-import base64
-import binascii
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -52,6 +50,7 @@ from minibuild.api.types import (
     ImageBuildOptions,
     Ulimit,
 )
+from minibuild.distribution.auth import decode_auth_configs
 
 log = logging.getLogger("minibuild.api")
 
@@ -67,11 +66,6 @@ _OUTPUTS = jsondecode.slice_of(
         "types.ImageBuildOutput", Type=jsondecode.STRING, Attrs=jsondecode.map_of(jsondecode.STRING)
     )
 )
-_AUTH_CONFIG = jsondecode.struct(
-    "types.AuthConfig",
-    **{k: jsondecode.STRING for k in AuthConfig.__dataclass_fields__},
-)
-_AUTH_CONFIGS = jsondecode.map_of(_AUTH_CONFIG)
 _FILTERS = jsondecode.map_of(jsondecode.map_of(jsondecode.BOOL))
 _LEGACY_FILTERS = jsondecode.map_of(jsondecode.slice_of(jsondecode.STRING))
 
@@ -203,26 +197,8 @@ def new_image_build_options(request: web.Request) -> ImageBuildOptions:
 
 
 def get_auth_configs(headers: Mapping[str, str]) -> dict[str, AuthConfig]:
-    """getAuthConfigs: X-Registry-Config, base64url JSON of registry -> credentials.
-
-    Like dockerd, anything undecodable is ignored: bad base64 or bad JSON gives no credentials, and
-    entries of the wrong shape are dropped.
-    """
-    encoded = headers.get("X-Registry-Config", "")
-    if not encoded or "+" in encoded or "/" in encoded:  # URL-safe alphabet only, as Go decodes it
-        return {}
-    try:
-        raw = base64.b64decode(encoded.translate(str.maketrans("-_", "+/")), validate=True)
-        decoded = jsondecode.decode_partial(raw, _AUTH_CONFIGS)
-    except (binascii.Error, ValueError):
-        return {}
-    if not isinstance(decoded, dict):
-        return {}
-    return {
-        registry: AuthConfig(**{k: v for k, v in fields.items() if isinstance(v, str)})
-        for registry, fields in decoded.items()
-        if isinstance(fields, dict)
-    }
+    """getAuthConfigs: the registry credentials of X-Registry-Config (undecodable ones are ignored)."""
+    return decode_auth_configs(headers.get("X-Registry-Config"))
 
 
 def _build_progress_writer(sink: Sink, want_aux: bool) -> ProgressWriter:

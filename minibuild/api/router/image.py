@@ -1,16 +1,20 @@
-"""Image endpoints (moby api/server/router/image/image.go, image_routes.go): thin — parse the request,
-call the ImageService, write its answer.
+"""Image endpoints (moby api/server/router/image/image.go, image_routes.go; daemon/images/image_pull.go,
+image_push.go): thin — parse the request, call the ImageService or the RegistryService, write the answer.
 
     GET    /images/json                 list              POST   /images/{name}/tag   tag (201)
     GET    /images/{name}/json          inspect           DELETE /images/{name}       remove
     GET    /images/{name}/history       history           POST   /images/load         load (stream)
     GET    /images/{name}/get, /images/get?names=…        POST   /images/create?fromSrc=-   import
                                         docker save (tar)
+    POST   /images/create?fromImage=…&tag=…&platform=…    pull (stream; X-Registry-Auth)
+    POST   /images/{name}/push?tag=…                       push (stream; X-Registry-Auth)
 
-The service is synchronous (it reads and writes the stores), so calls run in worker threads. Errors are
-the service's errdefs classes; for the streaming endpoints dockerd's rule applies (an error before the
+The image service is synchronous (it reads and writes the stores), so its calls run in worker threads;
+pull and push are asyncio (minibuild.distribution) and report Docker's progress messages as they go.
+Errors are errdefs classes; for the streaming endpoints dockerd's rule applies (an error before the
 first byte is an HTTP error, after it the stream's last message), except `/images/load`, whose errors
-are always in the stream, as dockerd sends them.
+are always in the stream, as dockerd sends them. Credentials arrive as base64url JSON in
+`X-Registry-Auth`; one that cannot be decoded means anonymous, as in dockerd.
 """
 
 import asyncio
@@ -23,7 +27,9 @@ from minibuild import errdefs
 from minibuild.api import platforms, versions
 from minibuild.api.httputils import bool_value, form_value, form_values, write_json
 from minibuild.api.ioutils import ThreadedResponseWriter, WriteFlusher, spool_request_body
+from minibuild.api.jsondecode import GoJSONError
 from minibuild.api.router.build import parse_filters
+from minibuild.api.router.system import read_auth_config
 from minibuild.api.server import Route, version_from_request
 from minibuild.api.streamformatter import (
     JSONProgressOutput,
@@ -32,6 +38,10 @@ from minibuild.api.streamformatter import (
     format_status,
     new_stdout_writer,
 )
+from minibuild.distribution import AuthConfig, Platform, pull_reference
+from minibuild.distribution.auth import decode_auth_config, decode_auth_config_body
+from minibuild.distribution.progress import Output
+from minibuild.image.reference import InvalidReference, Reference, parse_normalized_named, with_tag
 
 
 class ImageBackend(Protocol):
@@ -56,15 +66,34 @@ class ImageBackend(Protocol):
     def import_image(self, src: Any, **kwargs: Any) -> str: ...
 
 
+class RegistryBackend(Protocol):
+    """What pull and push need (moby ImageService.PullImage/PushImage); minibuild RegistryService."""
+
+    async def pull(
+        self,
+        store: Any,
+        ref: Reference,
+        *,
+        auth: AuthConfig | None = None,
+        platform: Platform | None = None,
+        progress: Output | None = None,
+    ) -> str: ...
+
+    async def push(
+        self, store: Any, ref: Reference, *, auth: AuthConfig | None = None, progress: Output | None = None
+    ) -> list[Any]: ...
+
+
 def bool_value_or_default(request: web.Request, key: str, default: bool) -> bool:
     """BoolValueOrDefault: the default when the parameter is absent."""
     return bool_value(request, key) if key in request.query else default
 
 
 class ImageRouter:
-    def __init__(self, backend: ImageBackend, tmp_dir: Any) -> None:
+    def __init__(self, backend: ImageBackend, tmp_dir: Any, registry: RegistryBackend | None = None) -> None:
         self.backend = backend
         self.tmp_dir = tmp_dir
+        self.registry = registry
 
     def init_routes(self) -> list[Route]:
         return [
@@ -76,6 +105,7 @@ class ImageRouter:
             Route("POST", "/images/load", self.post_images_load),
             Route("POST", "/images/create", self.post_images_create),
             Route("POST", "/images/{name:.*}/tag", self.post_images_tag),
+            Route("POST", "/images/{name:.*}/push", self.post_images_push),
             Route("DELETE", "/images/{name:.*}", self.delete_images),
         ]
 
@@ -164,20 +194,71 @@ class ImageRouter:
         return response
 
     async def post_images_create(self, request: web.Request) -> web.StreamResponse:
-        """`docker import` (fromSrc=-): the body is a root filesystem tar; the answer its image id."""
-        if form_value(request, "fromImage"):
-            # Pulling through this endpoint is not wired: the registry client exists, the route does not.
-            raise errdefs.NotImplemented("minibuild does not pull through /images/create (fromImage)")
-        src = form_value(request, "fromSrc")
-        os_name = ""
+        """`docker pull` (fromImage) or `docker import` (fromSrc=-: the body is a root filesystem tar)."""
+        platform: platforms.Platform | None = None
         spec = form_value(request, "platform")
         if spec and versions.greater_than_or_equal_to(version_from_request(request), "1.32"):
             try:
-                os_name = platforms.parse(spec).os
+                platform = platforms.parse(spec)
             except platforms.PlatformError as err:
                 raise errdefs.InvalidParameter(str(err))
-            if os_name != "linux":
-                raise errdefs.InvalidParameter(f"unsupported os {os_name}")
+        if image := form_value(request, "fromImage"):
+            return await self._pull(request, image, platform)
+        return await self._import(request, platform)
+
+    def _require_registry(self) -> RegistryBackend:
+        if self.registry is None:
+            raise errdefs.NotImplemented("this minibuild daemon has no registry service")
+        return self.registry
+
+    async def _pull(
+        self, request: web.Request, image: str, platform: platforms.Platform | None
+    ) -> web.StreamResponse:
+        """PullImage: fromImage (`busybox`, `host:5000/x`) and tag (a tag or a digest; none: every tag)."""
+        registry = self._require_registry()
+        ref = pull_reference(image, form_value(request, "tag"))
+        auth = decode_auth_config(request.headers.get("X-Registry-Auth"))
+        wanted = Platform(platform.os, platform.architecture, platform.variant) if platform else None
+        return await self._stream_distribution(
+            request,
+            lambda out: registry.pull(self.backend, ref, auth=auth, platform=wanted, progress=out),
+        )
+
+    async def post_images_push(self, request: web.Request) -> web.StreamResponse:
+        """postImagesPush: credentials from X-Registry-Auth, else (old clients) the body's JSON."""
+        registry = self._require_registry()
+        header = request.headers.get("X-Registry-Auth", "")
+        if header:
+            auth = decode_auth_config(header)
+        else:
+            auth = await _auth_config_from_body(request)
+        ref = _push_reference(request.match_info["name"], form_value(request, "tag"))
+        return await self._stream_distribution(
+            request, lambda out: registry.push(self.backend, ref, auth=auth, progress=out)
+        )
+
+    async def _stream_distribution(self, request: web.Request, run: Any) -> web.StreamResponse:
+        """Run a pull or push with its progress as the JSON stream (WriteDistributionProgress)."""
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        output = WriteFlusher(request, response)
+        try:
+            await run(JSONProgressOutput(output))
+        except asyncio.CancelledError:
+            output.abort()  # the client went away: the pull or push has cleaned up after itself
+            raise
+        except Exception as err:
+            if not output.flushed:
+                raise  # nothing sent yet: an ordinary HTTP error
+            output.write(format_error(err))
+        await output.close()
+        return response
+
+    async def _import(self, request: web.Request, platform: platforms.Platform | None) -> web.StreamResponse:
+        src = form_value(request, "fromSrc")
+        os_name = platform.os if platform else ""
+        if os_name and os_name != "linux":
+            raise errdefs.InvalidParameter(f"unsupported os {os_name}")
         if src != "-":
             if src == "":
                 # What dockerd's URL download makes of an empty source.
@@ -206,6 +287,28 @@ class ImageRouter:
             source.unlink(missing_ok=True)
             await output.close()
         return response
+
+
+async def _auth_config_from_body(request: web.Request) -> AuthConfig:
+    """The pre-1.18 way to send push credentials: an AuthConfig as the JSON body (docker-py still does).
+
+    A form-encoded body was already consumed as the form by dockerd's ParseForm: it reads as empty.
+    """
+    try:
+        if request.content_type == "application/x-www-form-urlencoded":
+            return decode_auth_config_body(b"") or AuthConfig()  # raises Go's EOF
+        return await read_auth_config(request) or AuthConfig()
+    except GoJSONError as err:
+        raise errdefs.InvalidParameter(f"Bad parameters and missing X-Registry-Auth: {err}") from None
+
+
+def _push_reference(name: str, tag: str) -> Reference:
+    """PushImage's reference: the name, with the tag when one is given (no tag: every tag of the name)."""
+    try:
+        ref = parse_normalized_named(name)
+        return with_tag(ref, tag) if tag else ref
+    except InvalidReference as err:
+        raise errdefs.System(str(err)) from None  # dockerd returns these unmarked: 500
 
 
 def parse_filters_plain(raw: str) -> dict[str, list[str]]:

@@ -1,17 +1,34 @@
-"""`/_ping`, `/version` and `/info` (moby api/server/router/system/system.go, system_routes.go).
+"""`/_ping`, `/version`, `/info` and `/auth` (moby api/server/router/system/system.go, system_routes.go).
 
 `/_ping` is how clients find the daemon's API version (the `Api-Version` header): it answers `OK`,
 or only headers for HEAD, with no-cache headers and — as dockerd 19.03/20.10 without BuildKit as its
 default — no `Builder-Version` header. The documents of `/version` and `/info` come from the backend
-(the daemon), field order as Go's structs.
+(the daemon), field order as Go's structs. `POST /auth` is `docker login`: the body is an AuthConfig in
+JSON, read as Go's decoder reads it (its errors are 500s with Go's message); the daemon checks the
+credentials against the registry and answers `{"IdentityToken":…,"Status":"Login Succeeded"}`.
 """
 
 from typing import Any, Protocol
 
 from aiohttp import web
 
+from minibuild import errdefs
 from minibuild.api.httputils import write_json
+from minibuild.api.jsondecode import GoJSONError
 from minibuild.api.server import Route
+from minibuild.distribution.auth import AuthConfig, decode_auth_config_body
+
+_MAX_AUTH_BODY = 1 << 20  # an AuthConfig is a few hundred bytes; refuse to buffer more than this
+
+
+async def read_auth_config(request: web.Request) -> AuthConfig | None:
+    """json.NewDecoder(r.Body).Decode(&authConfig): None for `null`, GoJSONError in Go's words."""
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > _MAX_AUTH_BODY:
+            raise errdefs.InvalidParameter("auth config too large")
+    return decode_auth_config_body(bytes(body))
 
 
 class Backend(Protocol):
@@ -20,6 +37,10 @@ class Backend(Protocol):
     def system_info(self) -> dict[str, Any]: ...
 
     def system_version(self) -> dict[str, Any]: ...
+
+    async def authenticate_to_registry(self, auth: AuthConfig) -> tuple[str, str]:
+        """(status, identity token) when the registry accepts the credentials."""
+        ...
 
 
 class SystemRouter:
@@ -32,6 +53,7 @@ class SystemRouter:
             Route("HEAD", "/_ping", self.ping_handler),
             Route("GET", "/version", self.get_version),
             Route("GET", "/info", self.get_info),
+            Route("POST", "/auth", self.post_auth),
         ]
 
     async def ping_handler(self, request: web.Request) -> web.StreamResponse:
@@ -47,3 +69,13 @@ class SystemRouter:
 
     async def get_info(self, request: web.Request) -> web.StreamResponse:
         return await write_json(request, 200, self.backend.system_info())
+
+    async def post_auth(self, request: web.Request) -> web.StreamResponse:
+        try:
+            auth = await read_auth_config(request)
+        except GoJSONError as err:
+            raise errdefs.System(str(err)) from None
+        if auth is None:  # dockerd dereferences the nil config and drops the connection; we answer
+            raise errdefs.InvalidParameter("auth config must be a JSON object, not null")
+        status, token = await self.backend.authenticate_to_registry(auth)
+        return await write_json(request, 200, {"IdentityToken": token, "Status": status})
