@@ -14,7 +14,7 @@ where the kernel allows it) and the runtime. The BuildKit-style builder plugs in
 
 import shutil
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from minibuild import errdefs
 from minibuild.api.backend import BuildConfig
@@ -23,6 +23,8 @@ from minibuild.backend.squash import squash_image
 from minibuild.backend.tag import new_tagger
 from minibuild.builder import BuildComponents, Result, run_in_thread, source_date_epoch
 from minibuild.builder.dockerfile.builder import BuildManager
+from minibuild.builder.next.builder import Builder as NextBuilder
+from minibuild.builder.next.builder import Opt as NextOpt
 from minibuild.distribution import RegistryService
 from minibuild.image.service import ImageService, truncate_id
 from minibuild.runtime import Runtime, default_runtime
@@ -32,7 +34,7 @@ from minibuild.snapshot import select_snapshotter
 class ImageBuilder(Protocol):
     """A builder: the classic BuildManager, or the BuildKit-style builder."""
 
-    async def build(self, config: BuildConfig) -> Result: ...
+    async def build(self, config: BuildConfig) -> Result | None: ...
 
 
 class BuildkitBuilder(ImageBuilder, Protocol):
@@ -71,6 +73,8 @@ class Backend:
         else:
             build = await self.builder.build(config)
 
+        if build is None:  # the upload half of a BuildKit upload-request pair: nothing built
+            return ""
         image_id = build.image_id
         if options.squash:
             image_id = await self.squash_build(build, source_date_epoch(options.build_args))
@@ -84,8 +88,9 @@ class Backend:
             await run_in_thread(tagger.tag_images, image_id)
         return image_id
 
-    async def squash_build(self, build: Result, epoch: int | None) -> str:
-        from_id = build.from_image.image_id if build.from_image is not None else ""
+    async def squash_build(self, build: Any, epoch: int | None) -> str:
+        from_image = getattr(build, "from_image", None)  # BuildKit reports no base image: squash all
+        from_id = from_image.image_id if from_image is not None else ""
         try:
             return await run_in_thread(squash_image, self.components, build.image_id, from_id, epoch)
         except errdefs.DockerError as err:
@@ -127,6 +132,8 @@ def new_build_components(
 
 
 def new_backend(data_root: Path, **services: object) -> Backend:
-    """The daemon's build backend: the classic builder, and the BuildKit-style one once it exists."""
+    """The daemon's build backend: the classic builder and the BuildKit-style one."""
     components = new_build_components(data_root, **services)  # type: ignore[arg-type]
-    return Backend(BuildManager(components), components)
+    c = components
+    buildkit = NextBuilder(NextOpt(Path(data_root) / "buildkit", c.image_service, c.registry, c.runtime))
+    return Backend(BuildManager(components), components, buildkit=buildkit)
