@@ -27,7 +27,7 @@ from minibuild.api.types import ImageBuildOptions
 from minibuild.archive import apply_layer
 from minibuild.backend.build import Backend, new_build_components
 from minibuild.builder.dockerfile.builder import BuildManager
-from minibuild.builder.next.builder import Builder, Opt
+from minibuild.builder.next.builder import new_builder
 from minibuild.builder.next.progress import StatusResponse
 from minibuild.builder.next.timeline import timeline, vertices_from_trace
 from minibuild.image.busybox import create_busybox_image
@@ -44,17 +44,6 @@ def tar_of(files: dict[str, bytes], *, mtime: int = 1_700_000_000) -> bytes:
             info.size, info.mode, info.mtime = len(data), 0o644, mtime
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
-
-
-def new_builder(data_root: Path, components: Any) -> Builder:
-    return Builder(
-        Opt(
-            root=data_root / "buildkit",
-            image_service=components.image_service,
-            registry=components.registry,
-            runtime=components.runtime,
-        )
-    )
 
 
 class Built:

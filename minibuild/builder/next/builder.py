@@ -23,6 +23,7 @@ from minibuild.api import platforms
 from minibuild.api.backend import BuildConfig
 from minibuild.api.streamformatter import AuxFormatter
 from minibuild.api.types import BuildCachePruneOptions, BuildCachePruneReport, Ulimit
+from minibuild.builder import BuildComponents
 from minibuild.builder.next.cache import CacheManager, new_id
 from minibuild.builder.next.controller import CONTEXT_SCHEME, Controller, SolveRequest
 from minibuild.builder.next.exporter import EXPORTER_IMAGE, EXPORTER_MOBY, sanitize_repo_and_tags
@@ -32,6 +33,7 @@ from minibuild.image.reference import InvalidReference
 from minibuild.image.service import ImageService
 from minibuild.runtime import Runtime, default_runtime
 from minibuild.snapshot import Snapshotter, select_snapshotter
+from minibuild.snapshot.snapshotter import remove_tree
 
 UPLOAD_REQUEST = "upload-request"
 CLIENT_SESSION = "client-session"
@@ -100,6 +102,8 @@ class Builder:
         root = Path(opt.root)
         runtime = opt.runtime or default_runtime()
         snapshotter = opt.snapshotter or select_snapshotter(root / "snapshots", runtime)
+        for leftover in snapshotter.snapshots.iterdir():  # a killed daemon's steps: none runs yet
+            remove_tree(leftover)
         remove_layer = getattr(snapshotter, "remove_layer", None)
         self.cache = CacheManager(root / "cache", on_layer_removed=remove_layer)
         self.tmp_dir = root / "tmp"
@@ -275,29 +279,76 @@ class Builder:
             out.image_id = image_id
             aux.emit(IMAGE_ID, {"ID": image_id})
 
-        async def status() -> None:
-            try:
-                async for sr in self.controller.status(ref):
-                    channel.put_nowait(sr)
-            finally:
-                channel.put_nowait(done)
+        stream = self.controller.status(ref)  # held from now: it sees the solve from its first event
 
-        async def emit() -> None:
-            while (sr := await channel.get()) is not done:
-                aux.emit(TRACE_ID, base64.b64encode(sr.marshal()).decode())
+        async def status_and_emit() -> None:
+            # status: the controller's progress into a channel; emit: each message as a trace aux.
+            async def status() -> None:
+                try:
+                    async for sr in stream:
+                        channel.put_nowait(sr)
+                finally:
+                    channel.put_nowait(done)
 
-        try:
-            async with asyncio.TaskGroup() as group:  # errgroup.WithContext
-                group.create_task(solve())
+            async def emit() -> None:
+                while (sr := await channel.get()) is not done:
+                    aux.emit(TRACE_ID, base64.b64encode(sr.marshal()).decode())
+
+            async with asyncio.TaskGroup() as group:
                 group.create_task(status())
                 group.create_task(emit())
-        except BaseExceptionGroup as errors:
-            raise _first(errors) from None
+
+        # errgroup.WithContext: solve, status and emit together; a failure of one stops the others.
+        # As dockerd's status proxy, the stream outlives a cancelled request: the solve's last updates
+        # (its vertices marked cancelled) still reach the client before the error does.
+        solving = asyncio.ensure_future(solve())
+        emitting = asyncio.ensure_future(status_and_emit())
+        try:
+            await asyncio.wait([solving, emitting], return_when=asyncio.FIRST_EXCEPTION)
+            if emitting.done() and emitting.exception() is not None:
+                solving.cancel()
+        finally:
+            if not solving.done():
+                solving.cancel()
+            await _settle(solving)
+            await _settle(emitting)
+        if not solving.cancelled() and solving.exception() is not None:
+            raise solving.exception()
+        if not emitting.cancelled() and emitting.exception() is not None:
+            raise _first(emitting.exception())
         return out
 
 
-def _first(group: BaseExceptionGroup) -> BaseException:
-    """The error that failed the group (errgroup's first), not the cancellations it caused."""
+async def _settle(task: asyncio.Future) -> None:
+    """Wait until `task` is done, even while being cancelled ourselves (the caller re-raises)."""
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            continue
+        except Exception:
+            return
+
+
+def new_builder(
+    data_root: Path, components: BuildComponents, *, max_parallelism: int | None = None
+) -> Builder:
+    """The daemon's BuildKit-style builder: its cache under <data root>/buildkit, the daemon's services."""
+    return Builder(
+        Opt(
+            root=Path(data_root) / "buildkit",
+            image_service=components.image_service,
+            registry=components.registry,
+            runtime=components.runtime,
+            max_parallelism=max_parallelism,
+        )
+    )
+
+
+def _first(group: BaseException) -> BaseException:
+    """The error that failed a group (errgroup's first), not the cancellations it caused."""
+    if not isinstance(group, BaseExceptionGroup):
+        return group
     for err in group.exceptions:
         if isinstance(err, BaseExceptionGroup):
             return _first(err)

@@ -11,7 +11,6 @@ of the solve with that ref, from its first event, to whoever asks.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -89,34 +88,52 @@ class Controller:
         self.registry = registry
         self.max_parallelism = max_parallelism
         self._progress: dict[str, ProgressWriter] = {}
-        self._progress_ready: dict[str, asyncio.Event] = {}
+        self._holders: dict[str, int] = {}
 
     # -- Status --
 
-    def _writer(self, ref: str) -> ProgressWriter:
+    def _hold(self, ref: str) -> ProgressWriter:
+        """The progress of solve `ref`, made on first use; kept while a solve or a reader holds it."""
         if ref not in self._progress:
             self._progress[ref] = ProgressWriter()
-            self._ready(ref).set()
+        self._holders[ref] = self._holders.get(ref, 0) + 1
         return self._progress[ref]
 
-    def _ready(self, ref: str) -> asyncio.Event:
-        return self._progress_ready.setdefault(ref, asyncio.Event())
+    def _release(self, ref: str) -> None:
+        self._holders[ref] -= 1
+        if not self._holders[ref]:
+            del self._holders[ref], self._progress[ref]
 
-    async def status(self, ref: str) -> AsyncIterator[StatusResponse]:
-        """Every progress message of solve `ref`, until it ends (waits for it to start)."""
-        await self._ready(ref).wait()
-        async for sr in self._progress[ref].responses():
-            yield sr
+    def status(self, ref: str) -> AsyncIterator[StatusResponse]:
+        """Every progress message of solve `ref`, from its first, until it ends. Call it before or
+        after the solve starts: the stream is held from this call on."""
+        writer = self._hold(ref)
+
+        async def read() -> AsyncIterator[StatusResponse]:
+            try:
+                async for sr in writer.responses():
+                    yield sr
+            finally:
+                self._release(ref)
+
+        return read()
 
     # -- Solve --
 
     async def solve(self, req: SolveRequest) -> SolveResponse:
         """Run the frontend, solve, export. Raises FrontendError, SolveError, or errdefs errors."""
+        progress = self._hold(req.ref)
+        try:
+            return await self._solve(req, progress)
+        finally:
+            progress.close()
+            self._release(req.ref)
+
+    async def _solve(self, req: SolveRequest, progress: ProgressWriter) -> SolveResponse:
         if req.frontend != FRONTEND_DOCKERFILE:
             raise errdefs.InvalidParameter(f"frontend {req.frontend} not found")
         if req.exporter not in ("", EXPORTER_MOBY, EXPORTER_IMAGE):
             raise errdefs.InvalidParameter(f"exporter {req.exporter!r} could not be found")
-        progress = self._writer(req.ref)
         attrs = req.frontend_attrs
         epoch = _source_date_epoch(attrs)
         job_cache = self.cache.job_cache()
@@ -148,9 +165,6 @@ class Controller:
             return SolveResponse(response, job)
         finally:
             await in_thread(job_cache.close)
-            progress.close()
-            self._progress.pop(req.ref, None)
-            self._progress_ready.pop(req.ref, None)
 
     # -- cache --
 
