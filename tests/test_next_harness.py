@@ -85,8 +85,9 @@ class NextBench:
         self.builder = new_builder(data_root, self.components)
         self.backend = Backend(BuildManager(self.components), self.components, buildkit=self.builder)
         self.service = self.components.image_service
-        if busybox:
-            create_busybox_image(self.service, "busybox:local", source_date_epoch=0)
+        if busybox:  # as `busybox:local` (the reference's name) and `busybox:latest` (bench/'s)
+            busybox_id = create_busybox_image(self.service, "busybox:local", source_date_epoch=0)
+            self.service.tag(busybox_id, "busybox", "latest")
 
     def restart(self) -> NextBench:
         """A new backend on the same data root, as after a daemon restart."""
