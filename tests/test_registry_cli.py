@@ -493,6 +493,32 @@ def test_docker_cli_build_sends_its_logins_to_the_daemon(build_daemon, env, dock
     }
 
 
+def test_a_build_pulls_its_base_with_the_config_files_credentials(
+    basic_registry, source, fresh, env, tmp_path
+):
+    """The whole path: config file -> X-Registry-Config -> the builder's pull of FROM, with dockerd's error
+    when the credentials are missing."""
+    name = f"{basic_registry.host}/private/base"
+    image_id = tagged_image(source, f"{name}:v1")
+    assert invoke(source, env, "login", "-u", USERNAME, "-p", PASSWORD, basic_registry.host)[0] == 0
+    assert invoke(source, env, "push", "-q", f"{name}:v1")[0] == 0
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {name}:v1\n")
+
+    code, out, err = invoke(fresh, {"HOME": str(tmp_path / "nobody")}, "build", str(context))
+    assert code == 1
+    assert (
+        err
+        == f'Head "http://{basic_registry.host}/v2/private/base/manifests/v1": no basic auth credentials\n'
+    )
+
+    code, out, err = invoke(fresh, env, "build", str(context))
+    assert (code, err) == (0, "")
+    assert f"Status: Downloaded newer image for {name}:v1\n" in out
+    assert out.endswith(f"Successfully built {short(image_id)}\n")
+
+
 # --- the daemon's registry flags ------------------------------------------------------------------------
 
 
