@@ -432,3 +432,25 @@ def test_cancelled_while_a_snapshot_is_prepared_leaves_nothing(tmp_path, monkeyp
 
     asyncio.run(scenario())
     assert leftovers(bench.data_root) == []
+
+
+def test_a_restart_sweeps_snapshots_and_unpacked_layers_of_deleted_images(tmp_path):
+    from minibuild.backend import new_build_components
+
+    bench = BuildBench(tmp_path / "root")
+    dockerfile = (
+        "FROM busybox:local\nRUN echo gone > /gone\nRUN true\n"  # the 2nd RUN unpacks the 1st's layer
+    )
+    image_id = bench.build(dockerfile, tags=["golden-gone:v1"]).ok()
+    snapshotter = bench.backend.components.snapshotter
+    unpacked = Path(getattr(snapshotter, "layers", None) or snapshotter.chains)
+    top = bench.service.get_image(image_id).chain_id.removeprefix("sha256:")
+    base = bench.service.get_image(bench.busybox_id).chain_id.removeprefix("sha256:")
+    assert {top, base} <= {p.name for p in unpacked.iterdir()}
+    stale = snapshotter.snapshots / ("f" * 64)
+    stale.mkdir()  # a snapshot a killed daemon left behind
+    bench.service.remove("golden-gone:v1")
+    new_build_components(tmp_path / "root", image_service=bench.service)
+    assert not stale.exists()
+    names = {p.name for p in unpacked.iterdir()}
+    assert base in names and top not in names

@@ -12,6 +12,7 @@
 where the kernel allows it) and the runtime. The BuildKit-style builder plugs in as `buildkit=`.
 """
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,8 +28,12 @@ from minibuild.builder.next.builder import Builder as NextBuilder
 from minibuild.builder.next.builder import Opt as NextOpt
 from minibuild.distribution import RegistryService
 from minibuild.image.service import ImageService, truncate_id
+from minibuild.layer import LayerStore
 from minibuild.runtime import Runtime, default_runtime
-from minibuild.snapshot import select_snapshotter
+from minibuild.snapshot import Snapshotter, select_snapshotter
+from minibuild.snapshot.snapshotter import remove_tree
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class ImageBuilder(Protocol):
@@ -127,8 +132,22 @@ def new_build_components(
     tmp_dir.mkdir(parents=True)
     snapshotter = select_snapshotter(data_root / "snapshots", runtime)
     for leftover in snapshotter.snapshots.iterdir():  # every snapshot belongs to a build: none runs yet
-        shutil.rmtree(leftover, ignore_errors=True)
+        remove_tree(leftover)
+    prune_unpacked_layers(snapshotter, image_service.layer_store)
     return BuildComponents(image_service, registry, snapshotter, runtime or default_runtime(), tmp_dir)
+
+
+def prune_unpacked_layers(snapshotter: Snapshotter, layer_store: LayerStore) -> None:
+    """Drop the snapshotter's unpacked copies of layers the layer store no longer has (their images
+    were deleted)."""
+    unpacked = getattr(snapshotter, "layers", None) or getattr(snapshotter, "chains", None)
+    remove_layer = getattr(snapshotter, "remove_layer", None)
+    if unpacked is None or remove_layer is None:
+        return
+    for entry in Path(unpacked).iterdir():
+        chain_id = "sha256:" + entry.name
+        if _HEX64.fullmatch(entry.name) and chain_id not in layer_store:
+            remove_layer(chain_id)
 
 
 def new_backend(data_root: Path, **services: object) -> Backend:
