@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from minibuild.builder.dockerfile.buildargs import BuildArgs
 from minibuild.builder.dockerfile.copy import (
-    ROOT_IDENTITY,
     Identity,
     contains_wildcards,
     copy_directory,
@@ -23,6 +22,7 @@ from minibuild.builder.dockerfile.copy import (
     hash_string_slice,
     parse_chmod,
     path_match,
+    root_pair,
     walk,
 )
 from minibuild.builder.dockerfile.dispatchers import (
@@ -232,7 +232,7 @@ def test_copy_directory_contents_links_and_merge(tmp_path):
     (dst / "sub").mkdir(parents=True)
     (dst / "sub/old").write_text("kept")
     (dst / "g").mkdir()  # a directory where the source has a file: replaced
-    copy_directory(src, dst, ROOT_IDENTITY, None)
+    copy_directory(src, dst, root_pair(), None)
     assert sorted(walk(dst)) == ["g", "g-link", "sub", "sub/f", "sub/old", "sym"]
     assert (dst / "g").read_text() == "g" and os.stat(dst / "g").st_ino == os.stat(dst / "g-link").st_ino
     assert os.readlink(dst / "sym") == "sub/f"

@@ -362,7 +362,22 @@ class Identity:
     gid: int
 
 
-ROOT_IDENTITY = Identity(0, 0)
+def root_pair() -> Identity:
+    """idMapping.RootPair(): the host IDs that are root in the image (the daemon's own when rootless,
+    where a user namespace maps only them)."""
+    return Identity(0, 0) if os.geteuid() == 0 else Identity(os.getuid(), os.getgid())
+
+
+def to_host(identity: Identity) -> Identity:
+    """idMapping.ToHost: an image's uid/gid as the host writes them."""
+    if os.geteuid() == 0:
+        return identity
+    if identity == Identity(0, 0):
+        return root_pair()
+    missing = identity.uid if identity.uid != 0 else identity.gid
+    raise CopyError(
+        f"unable to convert uid/gid to host mapping: Container ID {missing} cannot be mapped to a host ID"
+    )
 
 
 def perform_copy_for_info(
@@ -449,7 +464,7 @@ def copy_file(src: Path, dst: Path, identity: Identity | None, chmod: int | None
 def copy_directory(src: Path, dst: Path, identity: Identity | None, chmod: int | None) -> None:
     """The directory's contents into `dst` (CopyWithTar), then owners fixed (fixPermissions)."""
     dest_existed = dst.is_dir()
-    mkdir_all_and_chown_new(dst, 0o755, ROOT_IDENTITY)
+    mkdir_all_and_chown_new(dst, 0o755, root_pair())
     links: dict[tuple[int, int], Path] = {}
     dirs: list[tuple[Path, os.stat_result]] = []
     for rel in walk(src):
@@ -552,7 +567,10 @@ def parse_chown_flag(chown: str, root: Path) -> Identity:
         gid = _lookup_id(group, follow_symlink_in_scope("etc/group", root), "group")
     except CopyError as err:
         raise CopyError(f"{prefix}can't find gid for group {group}: {err}") from None
-    return Identity(uid, gid)
+    try:
+        return to_host(Identity(uid, gid))
+    except CopyError as err:
+        raise CopyError(f"{prefix}{err}") from None
 
 
 def _lookup_id(name: str, database: Path, kind: str) -> int:

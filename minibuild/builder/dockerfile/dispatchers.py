@@ -301,10 +301,10 @@ async def dispatch_workdir(d: "DispatchRequest", c: WorkdirCommand) -> None:
 def _create_workdir(layer: Any, workdir: str) -> None:
     """ContainerCreateWorkdir: mkdir -p inside the root; only new directories are root's 0755."""
     from minibuild.archive import follow_symlink_in_scope
-    from minibuild.builder.dockerfile.copy import ROOT_IDENTITY, mkdir_all_and_chown_new
+    from minibuild.builder.dockerfile.copy import mkdir_all_and_chown_new, root_pair
 
     with layer.root() as root:
-        mkdir_all_and_chown_new(follow_symlink_in_scope(workdir.lstrip("/"), root), 0o755, ROOT_IDENTITY)
+        mkdir_all_and_chown_new(follow_symlink_in_scope(workdir.lstrip("/"), root), 0o755, root_pair())
 
 
 async def dispatch_run(d: "DispatchRequest", c: RunCommand) -> None:

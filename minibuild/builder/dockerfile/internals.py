@@ -18,7 +18,6 @@ from minibuild import errdefs
 from minibuild.builder import created_ns, run_in_thread
 from minibuild.builder.dockerfile.containers import Container
 from minibuild.builder.dockerfile.copy import (
-    ROOT_IDENTITY,
     CopyError,
     CopyInfo,
     CopyInstruction,
@@ -26,6 +25,7 @@ from minibuild.builder.dockerfile.copy import (
     parse_chmod,
     parse_chown_flag,
     perform_copy_for_info,
+    root_pair,
 )
 from minibuild.builder.dockerfile.imagecontext import BuilderImage, RWLayer
 from minibuild.dockerfile.instructions import _ShellDependantCmdLine
@@ -277,7 +277,7 @@ def _copy_and_commit(
     chmod = parse_chmod(inst.chmod_str) if inst.chmod_str else None
     with rw_layer.root() as root:
         dest = CopyInfo(root, normalize_dest(state.run_config.get("WorkingDir") or "", inst.dest))
-        identity = ROOT_IDENTITY
+        identity = root_pair()
         if inst.chown_str:
             identity = parse_chown_flag(inst.chown_str, root)
         for info in inst.infos:
