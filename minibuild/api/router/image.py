@@ -19,6 +19,7 @@ are always in the stream, as dockerd sends them. Credentials arrive as base64url
 
 import asyncio
 import io
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -237,7 +238,9 @@ class ImageRouter:
             request, lambda out: registry.push(self.backend, ref, auth=auth, progress=out)
         )
 
-    async def _stream_distribution(self, request: web.Request, run: Any) -> web.StreamResponse:
+    async def _stream_distribution(
+        self, request: web.Request, run: Callable[[JSONProgressOutput], Awaitable[object]]
+    ) -> web.StreamResponse:
         """Run a pull or push with its progress as the JSON stream (WriteDistributionProgress)."""
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
