@@ -94,16 +94,35 @@ def test_target_not_found_and_case_insensitive(daemon):
     assert status == 200 and "Step 2/2 : ENV ONE=1" in output(messages) and "TWO" not in output(messages)
 
 
-def test_buildkit_is_refused_until_it_is_plugged_in(daemon):
-    if daemon.daemon.build_backend.buildkit is not None:
-        pytest.skip("the BuildKit-style builder is plugged in")
+def test_version_2_goes_to_the_buildkit_style_builder(daemon):
+    query = {"version": "2", "t": "golden-bk:v1"}
     status, messages = post_build(
-        daemon.socket_path, {"version": "2"}, tar_of({"Dockerfile": b"FROM busybox:local\n"})
+        daemon.socket_path, query, tar_of({"Dockerfile": b"FROM busybox:local\nENV BK=1\n"})
     )
-    assert status == 501 and "version=2" in messages[0]["message"]
+    assert status == 200, messages
+    image_id = daemon.daemon.image_service.get_image("golden-bk:v1").id
+    assert {"id": "moby.image.id", "aux": {"ID": image_id}} in messages
+    assert messages[-1] == {"stream": "Successfully tagged golden-bk:v1\n"}
+    assert "Successfully built" not in output(messages)
 
 
-def test_prune_has_no_classic_cache_to_remove(daemon):
+def test_without_a_buildkit_builder_version_2_is_refused_and_prune_has_nothing(tmp_path):
+    from minibuild.api.types import BuildCachePruneOptions
+    from minibuild.backend import Backend
+    from minibuild.builder.dockerfile.builder import BuildManager
+
+    bench = BuildBench(tmp_path / "root")
+    components = bench.backend.components
+    bench.backend = Backend(BuildManager(components), components)
+    built = bench.build("FROM busybox:local\n", version="2")
+    assert type(built.error).__name__ == "NotImplemented" and "version=2" in str(built.error)
+    assert bench.build("FROM busybox:local\nENV CLASSIC=1\n").error is None
+    report = asyncio.run(bench.backend.prune_cache(BuildCachePruneOptions()))
+    assert (report.caches_deleted, report.space_reclaimed) == (None, 0)
+    asyncio.run(bench.backend.cancel("anything"))  # no BuildKit build to cancel: not an error
+
+
+def test_prune_answers_in_dockers_shape(daemon):
     import http.client
 
     class Conn(http.client.HTTPConnection):
@@ -111,10 +130,8 @@ def test_prune_has_no_classic_cache_to_remove(daemon):
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self.sock.connect(daemon.socket_path)
 
-    if daemon.daemon.build_backend.buildkit is not None:
-        pytest.skip("the BuildKit-style builder owns the prunable cache")
     conn = Conn("localhost")
-    conn.request("POST", "/v1.40/build/prune")
+    conn.request("POST", "/v1.40/build/prune?filters=" + urllib.parse.quote('{"id":{"nope":true}}'))
     resp = conn.getresponse()
     assert (resp.status, resp.read()) == (200, b'{"CachesDeleted":null,"SpaceReclaimed":0}\n')
     conn.close()
