@@ -450,3 +450,11 @@ def test_from_platform_is_accepted_for_scratch(bench):
 def test_heredocs_need_buildkit(bench):
     built = bench.build("FROM busybox:local\nRUN <<EOF\necho hi\nEOF\n")
     assert "requires BuildKit" in str(built.error)
+
+
+def test_parse_warnings_go_to_stderr_before_the_first_step(bench):
+    built = bench.build("FROM busybox:local\nRUN echo a \\\n\n    && echo b\n")
+    built.ok()
+    assert built.texts[0].startswith("\x1b[91m[WARNING]: Empty continuation line found in: RUN echo a")
+    assert built.texts[1] == "Step 1/2 : FROM busybox:local"
+    assert "a\nb\n" in built.output
