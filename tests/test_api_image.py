@@ -195,11 +195,6 @@ def test_load_errors_are_in_the_stream(daemon):
     )
 
 
-def test_pull_through_create_is_refused_honestly(daemon):
-    got = call(daemon, "POST", "/images/create?fromImage=busybox&tag=latest")
-    assert (got[0], message(got[2])) == (501, "minibuild does not pull through /images/create (fromImage)")
-
-
 def test_image_count_in_info(daemon, image):
     info = json.loads(call(daemon, "GET", "/info")[2])
     assert info["Images"] >= 1 and info["Driver"]
