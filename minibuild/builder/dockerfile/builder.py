@@ -13,7 +13,7 @@ import io
 import secrets
 import shutil
 
-from minibuild import errdefs
+from minibuild import errdefs, trace
 from minibuild.api.backend import BuildConfig
 from minibuild.api.streamformatter import AuxFormatter, StreamWriter
 from minibuild.builder import BuildComponents, Result, run_in_thread, source_date_epoch
@@ -51,6 +51,7 @@ class BuildManager:
     def __init__(self, components: BuildComponents) -> None:
         self.components = components
 
+    @trace.traced
     async def build(self, config: BuildConfig) -> Result:
         """Detect the context, build it, and always remove the unpacked context afterwards."""
         context_dir = self.components.tmp_dir / f"context-{secrets.token_hex(8)}"
@@ -119,6 +120,7 @@ class Builder:
             raise errdefs.System("No image was generated. Is your Dockerfile empty?")
         return Result(state.image_id, state.base_image)
 
+    @trace.traced
     async def dispatch_dockerfile_with_cancellation(
         self, parse_result: list[Stage], meta_args: list[ArgCommand], escape_token: str, source: Source | None
     ) -> DispatchState | None:

@@ -6,22 +6,29 @@ real container run for RUN. The comments the commits carry are Docker's (`ENV A=
 `EXPOSE 80/tcp`, ...): they show up in `docker history` and are what the cache compares.
 """
 
+import ipaddress
 import signal
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
-from minibuild import errdefs
+from minibuild import errdefs, trace
 from minibuild.api import platforms
 from minibuild.api.jsonmessage import JSONError
+from minibuild.archive import follow_symlink_in_scope
 from minibuild.builder import run_in_thread
 from minibuild.builder.dockerfile import internals
+from minibuild.builder.dockerfile.buildargs import BuildArgs
 from minibuild.builder.dockerfile.containers import StatusCodeError
 from minibuild.builder.dockerfile.copy import (
     Copier,
     CopyError,
+    CopyInstruction,
     err_on_source_download,
+    mkdir_all_and_chown_new,
     new_remote_source_downloader,
+    root_pair,
 )
-from minibuild.builder.dockerfile.imagecontext import BuilderImage, ImageMount
+from minibuild.builder.dockerfile.imagecontext import BuilderImage, ImageMount, RWLayer
 from minibuild.builder.dockerfile.internals import (
     copy_run_config,
     resolve_cmd_line,
@@ -56,6 +63,7 @@ from minibuild.dockerfile import (
     parse,
     parse_instruction,
 )
+from minibuild.dockerfile.gotext import quote as go_quote
 from minibuild.dockerfile.shell import Lex
 
 if TYPE_CHECKING:
@@ -72,6 +80,7 @@ def requires_buildkit(feature: str) -> errdefs.DockerError:
 # --- FROM -------------------------------------------------------------------------------------------------
 
 
+@trace.traced
 async def initialize_stage(d: "DispatchRequest", cmd: Stage) -> None:
     """FROM [--platform=p] image[:tag|@digest] [AS name]: start a stage on an image, a stage or scratch."""
     d.builder.image_prober.reset()
@@ -94,7 +103,7 @@ async def initialize_stage(d: "DispatchRequest", cmd: Stage) -> None:
 
 async def dispatch_triggered_on_build(d: "DispatchRequest", triggers: list[str]) -> None:
     """Run the ONBUILD triggers of the base image, as if written right after FROM."""
-    from minibuild.builder.dockerfile.evaluator import dispatch
+    from minibuild.builder.dockerfile.evaluator import dispatch  # evaluator imports this module
 
     d.builder.stdout.write(f"# Executing {len(triggers)} build trigger{'s' if len(triggers) > 1 else ''}\n")
     for trigger in triggers:
@@ -298,11 +307,8 @@ async def dispatch_workdir(d: "DispatchRequest", c: WorkdirCommand) -> None:
     await internals.commit_container(d.builder, d.state, container, run_config_with_comment_cmd)
 
 
-def _create_workdir(layer: Any, workdir: str) -> None:
+def _create_workdir(layer: RWLayer, workdir: str) -> None:
     """ContainerCreateWorkdir: mkdir -p inside the root; only new directories are root's 0755."""
-    from minibuild.archive import follow_symlink_in_scope
-    from minibuild.builder.dockerfile.copy import mkdir_all_and_chown_new, root_pair
-
     with layer.root() as root:
         mkdir_all_and_chown_new(follow_symlink_in_scope(workdir.lstrip("/"), root), 0o755, root_pair())
 
@@ -341,7 +347,7 @@ async def dispatch_run(d: "DispatchRequest", c: RunCommand) -> None:
     await internals.commit_container(d.builder, state, container, run_config_for_cache_probe)
 
 
-def prepend_env_on_cmd(build_args: Any, build_arg_vars: list[str], cmd: list[str]) -> list[str]:
+def prepend_env_on_cmd(build_args: BuildArgs, build_arg_vars: list[str], cmd: list[str]) -> list[str]:
     """`|N K=V ... cmd`: the build args a RUN saw belong to its cache key and history line."""
     kept = sorted(v for v in build_arg_vars if build_args.is_referenced_or_not_builtin(v.partition("=")[0]))
     return [f"|{len(kept)}", *kept, *cmd]
@@ -376,15 +382,15 @@ async def dispatch_copy(d: "DispatchRequest", c: CopyCommand) -> None:
         copier = Copier(d.source, b.components.path_cache, err_on_source_download)
         await _copy_with(d, c, copier, preserve_ownership=False)
         return
-    # the --from image's tree is read through a snapshot of it, mounted for this one step
+    # the --from image's tree is read through a snapshot of it, mounted (in a thread) for this one step
     layer = await image_mount.new_rw_layer()
+    mounted = ExitStack()
     try:
-        with layer.root() as root:
-            copier = Copier(
-                Source(root), b.components.path_cache, err_on_source_download, image_mount.image_id()
-            )
-            await _copy_with(d, c, copier, preserve_ownership=not c.chown)
+        root = await run_in_thread(mounted.enter_context, layer.root(), discard=lambda _: mounted.close())
+        copier = Copier(Source(root), b.components.path_cache, err_on_source_download, image_mount.image_id())
+        await _copy_with(d, c, copier, preserve_ownership=not c.chown)
     finally:
+        await run_in_thread(mounted.close)
         await run_in_thread(layer.release)
 
 
@@ -397,7 +403,7 @@ async def _copy_with(
     await _perform_copy(d, inst)
 
 
-async def _perform_copy(d: "DispatchRequest", inst: Any) -> None:
+async def _perform_copy(d: "DispatchRequest", inst: CopyInstruction) -> None:
     try:
         await internals.perform_copy(d.builder, d, inst)
     except CopyError as err:
@@ -420,13 +426,6 @@ def _refuse_buildkit_only_copy_flags(c: AddCommand | CopyCommand, names: tuple[s
 
 
 # --- Go's formatting and parsing, as the history lines and errors need them -------------------------------
-
-
-def go_quote(text: str) -> str:
-    """strconv.Quote for the strings Dockerfiles hold."""
-    from minibuild.dockerfile.gotext import quote
-
-    return quote(text)
 
 
 def go_quote_list(items: list[str]) -> str:
@@ -542,8 +541,6 @@ def _parse_port(text: str) -> int:
 
 
 def _is_ip(text: str) -> bool:
-    import ipaddress
-
     try:
         ipaddress.ip_address(text)
         return True

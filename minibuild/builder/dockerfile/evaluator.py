@@ -13,7 +13,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from minibuild import errdefs
+from minibuild import errdefs, trace
 from minibuild.builder.dockerfile import dispatchers
 from minibuild.builder.dockerfile.buildargs import BuildArgs
 from minibuild.builder.dockerfile.imagecontext import BuilderImage
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from minibuild.builder.dockerfile.builder import Builder
 
 
+@trace.traced
 async def dispatch(d: "DispatchRequest", cmd: Command) -> None:
     """Run one instruction: expand its words, call its handler, then clean up its container."""
     run_config_env = list(d.state.run_config.get("Env") or [])
@@ -190,6 +191,7 @@ class StagesBuildResults:
         self.flat.append(config)
 
 
+@trace.traced
 def commit_stage(state: DispatchState, stages: StagesBuildResults) -> None:
     stages.commit_stage(state.stage_name, state.run_config)
 
