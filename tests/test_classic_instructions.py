@@ -458,3 +458,18 @@ def test_parse_warnings_go_to_stderr_before_the_first_step(bench):
     assert built.texts[0].startswith("\x1b[91m[WARNING]: Empty continuation line found in: RUN echo a")
     assert built.texts[1] == "Step 1/2 : FROM busybox:local"
     assert "a\nb\n" in built.output
+
+
+def test_a_run_container_is_named_by_its_id(bench):
+    built = bench.build("FROM busybox:local\nRUN hostname\n", no_cache=True)
+    built.ok()
+    container = next(t for t in built.texts if t.startswith(" ---> Running in ")).split()[-1]
+    assert container + "\n" in built.texts
+
+
+@pytest.mark.parametrize(
+    ("mode", "error"), [("none", None), ("host", None), ("container:nope", "No such container: nope")]
+)
+def test_network_modes(bench, mode, error):
+    built = bench.build("FROM busybox:local\nRUN echo net\n", network_mode=mode, no_cache=True)
+    assert (str(built.error) if built.error else None) == error

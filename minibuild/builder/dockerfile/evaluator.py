@@ -40,7 +40,10 @@ from minibuild.dockerfile import (
     WorkdirCommand,
 )
 from minibuild.dockerfile.shell import Lex
+from minibuild.image.image import CONTAINER_CONFIG_FIELDS
 from minibuild.runtime.spec import DEFAULT_PATH_ENV
+
+CONTAINER_CONFIG_KEYS = frozenset(name for name, _ in CONTAINER_CONFIG_FIELDS)
 
 if TYPE_CHECKING:
     from minibuild.builder.dockerfile.builder import Builder
@@ -135,8 +138,9 @@ class DispatchState:
         self.stage_name = stage_name
         self.image_id = image.image_id
         self.operating_system = image.operating_system()
-        # a copy: two stages on the same base must not share one config
-        self.run_config = dict(image.run_config() or {})
+        # a copy: two stages on the same base must not share one config; fields container.Config
+        # does not have are dropped, as Go's unmarshal drops them
+        self.run_config = {k: v for k, v in (image.run_config() or {}).items() if k in CONTAINER_CONFIG_KEYS}
         for key in ("Env", "Cmd", "Entrypoint", "OnBuild", "Shell"):
             if self.run_config.get(key) is not None:
                 self.run_config[key] = list(self.run_config[key])
