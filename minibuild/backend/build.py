@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
-from minibuild import errdefs
+from minibuild import errdefs, trace
 from minibuild.api.backend import BuildConfig
 from minibuild.api.types import BUILDER_BUILDKIT, BuildCachePruneOptions, BuildCachePruneReport
 from minibuild.backend.squash import squash_image
@@ -61,6 +61,7 @@ class Backend:
         self.image_component = components.image_service
         self.buildkit = buildkit
 
+    @trace.traced
     async def build(self, config: BuildConfig) -> str:
         """Build, squash if asked, report and tag; return the image ID (`sha256:...`)."""
         options = config.options
@@ -68,6 +69,7 @@ class Backend:
         stdout = config.progress_writer.stdout_formatter
         tagger = new_tagger(self.image_component, stdout, options.tags)
 
+        trace.point("switch", version=options.version)
         if use_buildkit:
             if self.buildkit is None:
                 raise errdefs.NotImplemented(
@@ -89,10 +91,12 @@ class Backend:
 
         if not use_buildkit:
             stdout.write(f"Successfully built {truncate_id(image_id)}\n")
+        trace.point("tag_images", image_id=image_id, tags=options.tags)
         if image_id:
             await run_in_thread(tagger.tag_images, image_id)
         return image_id
 
+    @trace.traced
     async def squash_build(self, build: Any, epoch: int | None) -> str:
         from_image = getattr(build, "from_image", None)  # BuildKit reports no base image: squash all
         from_id = from_image.image_id if from_image is not None else ""

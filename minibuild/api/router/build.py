@@ -18,7 +18,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from minibuild import errdefs
+from minibuild import errdefs, trace
 from minibuild.api import jsondecode, platforms, versions
 from minibuild.api.backend import BuildConfig, ProgressWriter
 from minibuild.api.httputils import (
@@ -114,6 +114,7 @@ def _json_param(raw: str, go_type: jsondecode.GoType, context: str) -> object:
         raise errdefs.System(str(err))
 
 
+@trace.traced
 def new_image_build_options(request: web.Request) -> ImageBuildOptions:
     """newImageBuildOptions: the query of POST /build, parsed and checked as dockerd does."""
     version = version_from_request(request)
@@ -196,6 +197,7 @@ def new_image_build_options(request: web.Request) -> ImageBuildOptions:
     return options
 
 
+@trace.traced
 def get_auth_configs(headers: Mapping[str, str]) -> dict[str, AuthConfig]:
     """getAuthConfigs: the registry credentials of X-Registry-Config (undecodable ones are ignored)."""
     return decode_auth_configs(headers.get("X-Registry-Config"))
@@ -234,6 +236,7 @@ class BuildRouter:
             raise errdefs.NotImplemented("this minibuild daemon was started without a builder")
         return self.backend
 
+    @trace.traced
     async def post_build(self, request: web.Request) -> web.StreamResponse:
         version = version_from_request(request)
         response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})

@@ -18,7 +18,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from minibuild import errdefs
+from minibuild import errdefs, trace
 from minibuild.api import platforms
 from minibuild.api.backend import BuildConfig
 from minibuild.api.streamformatter import AuxFormatter
@@ -142,6 +142,7 @@ class Builder:
         )
         return BuildCachePruneReport(report.caches_deleted or None, report.space_reclaimed)
 
+    @trace.traced
     async def build(self, config: BuildConfig) -> Result | None:
         """Build executes a build request; None for the upload half of an upload-request pair."""
         options = config.options

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from minibuild import errdefs
+from minibuild import errdefs, trace
 from minibuild.api import platforms
 from minibuild.archive import follow_symlink_in_scope
 from minibuild.builder.next import llb
@@ -120,6 +120,7 @@ class Controller:
 
     # -- Solve --
 
+    @trace.traced
     async def solve(self, req: SolveRequest) -> SolveResponse:
         """Run the frontend, solve, export. Raises FrontendError, SolveError, or errdefs errors."""
         progress = self._hold(req.ref)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from minibuild import trace
 from minibuild.api import platforms
 from minibuild.builder.next import llb
 from minibuild.dockerfile import (
@@ -207,6 +208,7 @@ def _meta_args_to_map(meta_args: list[KeyValuePairOptional]) -> dict[str, str]:
     return {a.key: a.value or "" for a in meta_args}
 
 
+@trace.traced
 async def dockerfile_to_llb(dockerfile: bytes, opt: ConvertOpt) -> ConvertResult:
     """Dockerfile2LLB: parse, pick the target, convert the stages it needs, return its state and image.
 

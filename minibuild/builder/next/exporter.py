@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from minibuild import trace
 from minibuild.builder.next.cache import CacheManager, Ref
 from minibuild.builder.next.dockerfile2llb import FROM_BASE
 from minibuild.builder.next.ops import in_thread
@@ -51,6 +52,7 @@ class MobyExporter:
         self.image_service = image_service
         self.cache = cache
 
+    @trace.traced
     async def export(self, req: ExportRequest, progress: ProgressWriter | None, build_ref: str) -> str:
         vertex = "sha256:" + hashlib.sha256(f"exporting to image {build_ref}".encode()).hexdigest()
         reporter = _Reporter(progress, vertex)

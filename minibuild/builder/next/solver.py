@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from minibuild import trace
 from minibuild.builder.next.llb import Definition, Vertex, marshal
 from minibuild.builder.next.progress import STDERR, STDOUT, ProgressWriter, VertexStatus
 from minibuild.builder.next.progress import Vertex as ProgressVertex
@@ -284,6 +285,7 @@ class Job:
                 raise self._failed(vertex, err) from err
         return self._store_key(vertex, parts)
 
+    @trace.traced
     async def _solve(self, vertex: Vertex) -> Any:
         key = self._keys[vertex.digest]
         if not vertex.ignore_cache:
