@@ -4,6 +4,7 @@
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -471,3 +472,16 @@ def test_a_restart_sweeps_snapshots_and_unpacked_layers_of_deleted_images(tmp_pa
     assert not stale.exists()
     names = {p.name for p in unpacked.iterdir()}
     assert base in names and top not in names
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_the_first_experiment_with_curl(daemon):
+    """`curl -X POST --unix-socket SOCK localhost/v1.40/build`: no body, so no Dockerfile."""
+    done = subprocess.run(
+        ["curl", "-s", "-w", "\n%{http_code}", "-X", "POST", "--unix-socket", daemon.socket_path,
+         "localhost/v1.40/build"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert done.stdout == '{"message":"Cannot locate specified Dockerfile: Dockerfile"}\n\n500'
