@@ -334,7 +334,7 @@ COPY --chmod=0751 --chown=1:2 dir /d/
     st = os.stat(t / "d/x")
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1, 2, 0o751)
     assert created_by(bench, built.image_id)[-1].startswith(
-        "/bin/sh -c #(nop) COPY --chown=1:2 --chmod=0751 dir:"
+        "/bin/sh -c #(nop) COPY --chmod=0751 --chown=1:2dir:"
     )
 
 

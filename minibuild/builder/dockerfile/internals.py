@@ -248,11 +248,10 @@ async def perform_copy(b: "Builder", req: "DispatchRequest", inst: CopyInstructi
     """Copy the sources into a snapshot of the current image and commit it (performCopy)."""
     state = req.state
     src_hash = get_source_hash_from_infos(inst.infos)
-    flags = [
-        f"--chown={inst.chown_str} " if inst.chown_str else "",
-        f"--chmod={inst.chmod_str} " if inst.chmod_str else "",
-    ]
-    comment = f"{inst.cmd_name} {''.join(flags)}{src_hash} in {inst.dest} "
+    # Docker writes `--chown=u:g` straight against the hash, without a space; --chmod is minibuild's
+    chmod_comment = f"--chmod={inst.chmod_str} " if inst.chmod_str else ""
+    chown_comment = f"--chown={inst.chown_str}" if inst.chown_str else ""
+    comment = f"{inst.cmd_name} {chmod_comment}{chown_comment}{src_hash} in {inst.dest} "
     run_config_with_comment_cmd = copy_run_config(state.run_config, with_cmd_comment_string(comment))
     if await probe_cache(b, state, run_config_with_comment_cmd):
         return
