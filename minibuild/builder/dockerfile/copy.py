@@ -176,7 +176,7 @@ def walk_source(source: Source, orig_path: str) -> list[str]:
     for rel in walk(top):
         try:
             hashes.append(source.hash(rel_path(source.root, top / rel)))
-        except (OSError, CopyError):
+        except (OSError, CopyError, errdefs.DockerError):
             continue  # Docker skips what it cannot hash
     return sorted(hashes)
 
