@@ -192,6 +192,7 @@ def traced(fn: F) -> F:
             _finish(event, key, arguments, result, None)
             return result
 
+        async_wrapper.trace_key = key  # type: ignore[attr-defined]
         return async_wrapper  # type: ignore[return-value]
 
     @functools.wraps(fn)
@@ -213,6 +214,7 @@ def traced(fn: F) -> F:
         _finish(event, key, arguments, result, None)
         return result
 
+    wrapper.trace_key = key  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
 
 
