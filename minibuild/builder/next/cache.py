@@ -200,7 +200,9 @@ class CacheManager:
             )
             if record.chain_id is not None:
                 self.layers.acquire(record.chain_id)
-            self._write(record)
+            # Written when the job closes, off the build's critical path: a daemon killed before then
+            # loses the record, and the restart sweeps the layer only it would have held.
+            self._dirty.add(key)
             self._records[key] = record
             if old is not None and old.id not in self._in_use:
                 self._delete(old)  # a no-cache build replaced it (one in use stays until pruned)

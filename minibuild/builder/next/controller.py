@@ -165,6 +165,7 @@ class Controller:
                 response["containerimage.digest"] = image_id
             return SolveResponse(response, job)
         finally:
+            await worker.close()
             await in_thread(job_cache.close)
 
     # -- cache --

@@ -31,6 +31,7 @@ import stat
 import tarfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -103,6 +104,7 @@ class Worker:
         self.bodies: dict[str, Path] = {}  # context:// identifier -> the request body
         self.content_addressed: set[str] = set()  # digests of vertices whose inputs are keyed by content
         self._checksums: dict[tuple[str, str, bool], str] = {}
+        self._removals: list[asyncio.Future] = []
 
     def __call__(self, vertex: Vertex) -> Any:
         kind = vertex.kind
@@ -149,21 +151,57 @@ class Worker:
         return self.snapshotter.prepare("bk-" + secrets.token_hex(10), list(parent.chain))
 
     @contextlib.contextmanager
-    def view(self, ref: Ref) -> Iterator[Path]:
-        """A read-only look at a result's tree from the host."""
-        if ref.path is not None:
-            yield ref.path
-            return
+    def file_views(self, dest: Snapshot, sources: dict[int, Ref]) -> Iterator[tuple[Path, dict[int, Path]]]:
+        """The destination snapshot writable and the source results readable, from the host.
+
+        Directories are used as they are; the naive snapshotter's trees are plain directories too.
+        Overlays (the destination's and one per source stack) are mounted together, by one process
+        holding them (Runtime.mounted), under a staging directory: `dest/`, `src-<input>/`.
+        """
+        views = {i: ref.path for i, ref in sources.items() if ref.path is not None}
+        stacks = {i: ref for i, ref in sources.items() if ref.path is None}
         tree = getattr(self.snapshotter, "tree", None)
-        if tree is not None:  # the naive snapshotter keeps each chain's tree unpacked
-            yield tree(list(ref.chain))
+        if not dest.mounts:
+            for i, ref in stacks.items():
+                if tree is None:
+                    raise OpError("a snapshotter without mounts must keep trees")
+                views[i] = tree(list(ref.chain))
+            yield dest.rootfs, views
             return
-        snapshot = self.prepare(ref)
+        readers: dict[int, Snapshot] = {}
+        staging = self.cache.manager.staging_dir("views-")
         try:
-            with self.snapshotter.mounted(snapshot) as root:
-                yield root
+            for i, ref in stacks.items():
+                readers[i] = self.prepare(ref)
+            staging.mkdir()
+            (staging / "dest").mkdir()
+            mounts = [replace(m, target="/dest") for m in dest.mounts]
+            for i, snapshot in readers.items():
+                (staging / f"src-{i}").mkdir()
+                mounts += [replace(m, target=f"/src-{i}") for m in snapshot.mounts]
+            with self.runtime.mounted(staging, mounts) as root:
+                yield root / "dest", {**views, **{i: root / f"src-{i}" for i in readers}}
         finally:
-            self.snapshotter.remove(snapshot)
+            for snapshot in readers.values():
+                self.snapshotter.remove(snapshot)
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def remove_later(self, snapshot: Snapshot) -> None:
+        """Remove a finished step's snapshot in the background: its result is already a layer, so
+        whatever waits for that result need not wait for the removal. `close()` waits for it."""
+        self._removals.append(asyncio.ensure_future(in_thread(self.snapshotter.remove, snapshot)))
+
+    async def close(self) -> None:
+        """Wait for background removals (even when cancelled: nothing is left half removed)."""
+        for task in self._removals:
+            while not task.done():
+                try:
+                    await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    continue
+                except Exception:
+                    break
+        self._removals.clear()
 
     # -- content checksums (contenthash) --
 
@@ -325,7 +363,7 @@ class ExecOp:
                 raise OpError(f"executor failed running [{' '.join(spec.args)}]: exit code: {code}")
             return await in_thread(self.worker.new_layer_from, snapshot, root)
         finally:
-            await in_thread(self.worker.snapshotter.remove, snapshot)
+            self.worker.remove_later(snapshot)
 
 
 # ---- file ops (COPY, ADD, WORKDIR, inline files) ------------------------------------------------------
@@ -373,7 +411,7 @@ class FileOp:
             await in_thread(self._apply, snapshot, inputs)
             return await in_thread(self.worker.new_layer_from, snapshot, base)
         finally:
-            await in_thread(self.worker.snapshotter.remove, snapshot)
+            self.worker.remove_later(snapshot)
 
     def _unpack_context(self, body: Path) -> Ref:
         manager = self.worker.cache.manager
@@ -397,8 +435,11 @@ class FileOp:
         return Ref((), final, time.time())
 
     def _apply(self, snapshot: Snapshot, inputs: list[Any]) -> None:
-        with contextlib.ExitStack() as stack, self.worker.snapshotter.mounted(snapshot) as root:
-            views: dict[int, Path] = {}
+        sources = {
+            a["input"]: inputs[a["input"]] for a in self.actions if a["action"] == "copy" and a["input"] >= 0
+        }
+        with self.worker.file_views(snapshot, sources) as (root, views):
+            views[-1] = self.worker.cache.manager.staging_dir("scratch-")  # copies from scratch: nothing
             for action in self.actions:
                 kind = action["action"]
                 owner = _chown(action.get("chown", ""), root)
@@ -407,12 +448,8 @@ class FileOp:
                 elif kind == "mkfile":
                     _mkfile(root, action["path"], action["mode"], bytes.fromhex(action["data"]), owner)
                 elif kind == "copy":
-                    index = action["input"]
-                    if index not in views:
-                        source = inputs[index] if index >= 0 else Ref()
-                        views[index] = stack.enter_context(self.worker.view(source))
                     scratch = self.worker.cache.manager.staging_dir("unpack-")
-                    _copy(views[index], root, action, owner, scratch)
+                    _copy(views[action["input"]], root, action, owner, scratch)
                 else:
                     raise OpError(f"unsupported file action {kind}")
 

@@ -12,8 +12,9 @@ Then:
   (None: unlimited, as BuildKit), and the result is saved under the key.
 
 Identical vertices share a digest and run once per job. The first failing vertex cancels every other
-running vertex of the job (an errgroup: one asyncio.TaskGroup per job) and fails the solve with a
-`SolveError` naming it; cancelling the task that runs `Job.build` stops everything at once.
+running vertex of the job (an errgroup; a TaskGroup without its per-task callbacks, which cost more than
+the work when a simulation schedules ten thousand vertices) and fails the solve with a `SolveError`
+naming it; cancelling the task that runs `Job.build` stops everything at once.
 
 The solver knows nothing about images or files: a worker maps each vertex to an `Op` (ops.py does it
 for real, timeline.py for the simulation) and a `CacheStore` keeps results (cache.py, or a dict).
@@ -179,7 +180,6 @@ class Job:
         self._keys: dict[str, str] = {}
         self._results: dict[str, asyncio.Future[Any]] = {}
         self._ops: dict[str, Op] = {}
-        self._group: asyncio.TaskGroup | None = None
         self._limit = asyncio.Semaphore(solver.max_parallelism) if solver.max_parallelism else None
         self._first_error: SolveError | None = None
 
@@ -194,21 +194,21 @@ class Job:
                 [ProgressVertex(v.digest, [i.digest for i in v.inputs], v.name) for v in definition]
             )
         try:
-            async with asyncio.TaskGroup() as group:
-                self._group = group
-                # Keys first, inputs before users (the definition's order): no input runs for them,
-                # except a content-addressed one (the context), which is solved here on demand.
-                for v in definition:
-                    key = self._plain_key(v)
-                    self._keys[v.digest] = key if key is not None else await self._compute_key(v)
-                result = self._result(vertex)
-                # Wait here (not in the group) so that a failure surfaces as the group's error.
-                await asyncio.wait([result])
-        except BaseExceptionGroup as group_error:
-            raise self._root_cause(group_error) from None
-        finally:
-            self._group = None
-        return result.result()
+            # Keys first, inputs before users (the definition's order): no input runs for them,
+            # except a content-addressed one (the context), which is solved here on demand.
+            for v in definition:
+                key = self._plain_key(v)
+                self._keys[v.digest] = key if key is not None else await self._compute_key(v)
+            result = await self._result(vertex)
+        except BaseException:
+            await self._abort()
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # cancelled from outside: stop, whatever failed meanwhile
+            if self._first_error is not None:
+                raise self._first_error from None
+            raise
+        return result
 
     def result(self, vertex: Vertex) -> Any | None:
         """The result of `vertex` if this job solved it (None if it never needed to)."""
@@ -233,9 +233,31 @@ class Job:
         """The task solving `vertex`, started on first demand: each digest runs once per job."""
         future = self._results.get(vertex.digest)
         if future is None:
-            assert self._group is not None
-            future = self._results[vertex.digest] = self._group.create_task(self._solve(vertex))
+            future = self._results[vertex.digest] = asyncio.get_running_loop().create_task(
+                self._solve(vertex)
+            )
         return future
+
+    def _cancel_others(self) -> None:
+        """The first failure stops every other vertex of the job (errgroup: cancel the context)."""
+        current = asyncio.current_task()
+        for task in self._results.values():
+            if task is not current and not task.done():
+                task.cancel()
+
+    async def _abort(self) -> None:
+        """Cancel whatever still runs and wait until all of it has stopped (even if cancelled meanwhile)."""
+        self._cancel_others()
+        pending = [t for t in self._results.values() if not t.done()]
+        while pending:
+            try:
+                await asyncio.shield(asyncio.gather(*pending, return_exceptions=True))
+            except asyncio.CancelledError:
+                pass  # keep waiting: the steps must be gone before the job returns
+            pending = [t for t in pending if not t.done()]
+        for task in self._results.values():  # every outcome is retrieved: no "never retrieved" noise
+            if not task.cancelled():
+                task.exception()
 
     def _plain_key(self, vertex: Vertex) -> str | None:
         """The key without awaiting anything, when the op's cache map is plain (most vertices)."""
@@ -336,6 +358,7 @@ class Job:
         error = SolveError(vertex, err)
         if self._first_error is None:
             self._first_error = error
+            self._cancel_others()
         self._finish(vertex, str(err))
         return error
 
@@ -353,20 +376,6 @@ class Job:
             run = self.runs[vertex.digest] = VertexRun(vertex)
         return run
 
-    def _root_cause(self, group_error: BaseExceptionGroup) -> BaseException:
-        """The first vertex failure of the group; else its first exception (a cancellation, a bug)."""
-        if self._first_error is not None:
-            return self._first_error
-        leaves = list(_leaves(group_error))
-        return next((e for e in leaves if not isinstance(e, asyncio.CancelledError)), leaves[0])
-
 
 def _is_source(vertex: Vertex) -> bool:
     return vertex.kind == "source"
-
-
-def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
-    out: list[BaseException] = []
-    for e in group.exceptions:
-        out += _leaves(e) if isinstance(e, BaseExceptionGroup) else [e]
-    return out
