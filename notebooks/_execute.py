@@ -1,0 +1,60 @@
+"""Run the notebooks from their py:percent scripts and store them with their outputs (jupytext, nbclient).
+
+    .venv/bin/python notebooks/_execute.py            # every notebook
+    .venv/bin/python notebooks/_execute.py 02 05      # some of them
+
+Each `NN-topic.py` is read (the script is the source of truth for the code and the text), run top to
+bottom in a fresh kernel of this environment from the notebooks directory, and written to
+`NN-topic.ipynb` with its outputs; the script is then rewritten from the notebook, so both carry the
+same cells and metadata. The kernelspec is normalized (python3, "Python 3") and per-run metadata
+(execution times, the interpreter's exact version) is dropped, so a re-run changes only what the code
+printed. `make nbval` then checks that a fresh run prints the same.
+"""
+
+import sys
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+from nbclient import NotebookClient
+
+HERE = Path(__file__).resolve().parent
+KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+
+
+def normalize(nb: nbformat.NotebookNode) -> None:
+    """Metadata that does not depend on the machine or the run."""
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        cell.metadata.pop("ExecuteTime", None)
+
+
+def execute(script: Path) -> float:
+    nb = jupytext.read(script)
+    normalize(nb)
+    started = time.monotonic()
+    resources = {"metadata": {"path": str(HERE)}}  # run from notebooks/, as JupyterLab and nbval do
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources=resources)
+    client.execute()
+    elapsed = time.monotonic() - started
+    normalize(nb)
+    jupytext.write(nb, script.with_suffix(".ipynb"), fmt="ipynb")
+    jupytext.write(nb, script, fmt="py:percent")
+    return elapsed
+
+
+def main(argv: list[str]) -> int:
+    scripts = sorted(HERE.glob("[0-9][0-9]-*.py"))
+    if argv:
+        scripts = [s for s in scripts if any(s.name.startswith(prefix) for prefix in argv)]
+    for script in scripts:
+        print(f"{script.name}: {execute(script):.1f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
