@@ -180,9 +180,8 @@ class _SimulatedOp:
     def cache_map(self, ctx: ExecContext) -> CacheMap:
         return CacheMap(self.vertex.digest)
 
-    async def exec(self, ctx: ExecContext, inputs: list[Any]) -> Any:
-        await asyncio.sleep(self.duration)
-        return self.vertex.digest
+    def exec(self, ctx: ExecContext, inputs: list[Any]) -> Any:
+        return asyncio.sleep(self.duration, self.vertex.digest)  # an awaitable, like an async def
 
 
 def synthetic_vertex(name: str, inputs: Iterable[llb.Vertex] = (), **attrs: Any) -> llb.Vertex:
@@ -209,23 +208,43 @@ def random_dag(n: int, *, max_inputs: int = 3, seed: int = 0, window: int = 50) 
     return synthetic_vertex("sink", sinks)
 
 
-@dataclass
 class SimulationResult:
-    """What a simulation scheduled; `label` is always SIMULATION."""
+    """What a simulation scheduled; `label` is always SIMULATION. The timeline (`entries`, with lanes)
+    is made when first asked for: the figures need only the runs."""
 
-    entries: list[TimelineEntry]
-    makespan: float
-    total_work: float
-    critical_path: float
-    max_parallelism: int | None
-    label: str = SIMULATION
+    label = SIMULATION
+
+    def __init__(self, runs: list[VertexRun], max_parallelism: int | None) -> None:
+        self.runs = [r for r in runs if r.started is not None and r.completed is not None]
+        self.max_parallelism = max_parallelism
+        self.makespan = max((r.completed for r in self.runs), default=0.0) - min(
+            (r.started for r in self.runs), default=0.0
+        )
+        self.total_work = sum(r.completed - r.started for r in self.runs)
+        self.critical_path = _longest_chain(self.runs)
+        self._entries: list[TimelineEntry] | None = None
+
+    @property
+    def entries(self) -> list[TimelineEntry]:
+        if self._entries is None:
+            self._entries = timeline(self.runs)
+        return self._entries
 
     def __repr__(self) -> str:
         return (
-            f"{self.label}: {len(self.entries)} vertices, makespan {self.makespan:.3f}s (virtual), "
+            f"{self.label}: {len(self.runs)} vertices, makespan {self.makespan:.3f}s (virtual), "
             f"work {self.total_work:.3f}s, critical path {self.critical_path:.3f}s, "
             f"max parallelism {self.max_parallelism or 'unlimited'}"
         )
+
+
+def _longest_chain(runs: list[VertexRun]) -> float:
+    """critical_path's length, straight from a job's runs (inputs are always solved first)."""
+    best: dict[str, float] = {}
+    for r in sorted(runs, key=lambda r: r.started):  # type: ignore[arg-type, return-value]
+        prior = max((best.get(i.digest, 0.0) for i in r.vertex.inputs), default=0.0)
+        best[r.vertex.digest] = prior + r.completed - r.started  # type: ignore[operator]
+    return max(best.values(), default=0.0)
 
 
 def simulate(
@@ -257,10 +276,7 @@ def simulate(
         await job.build(target)
         return list(job.runs.values())
 
-    entries = timeline(_run_on_virtual_loop(run))
-    return SimulationResult(
-        entries, makespan(entries), total_work(entries), critical_path(entries)[0], max_parallelism
-    )
+    return SimulationResult(_run_on_virtual_loop(run), max_parallelism)
 
 
 def _run_on_virtual_loop(fn: Callable[[VirtualClockEventLoop], Any]) -> Any:
