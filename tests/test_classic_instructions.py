@@ -473,3 +473,11 @@ def test_a_run_container_is_named_by_its_id(bench):
 def test_network_modes(bench, mode, error):
     built = bench.build("FROM busybox:local\nRUN echo net\n", network_mode=mode, no_cache=True)
     assert (str(built.error) if built.error else None) == error
+
+
+def test_extra_hosts_reach_run(bench):
+    built = bench.build(
+        "FROM busybox:local\nRUN grep golden-host /etc/hosts\n", extra_hosts=["golden-host:10.1.2.3"]
+    )
+    built.ok()
+    assert "10.1.2.3\tgolden-host\n" in built.output
