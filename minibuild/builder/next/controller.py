@@ -20,11 +20,12 @@ from typing import Any
 from minibuild import errdefs, trace
 from minibuild.api import platforms
 from minibuild.archive import follow_symlink_in_scope
+from minibuild.builder import run_in_thread as in_thread
 from minibuild.builder.next import llb
 from minibuild.builder.next.cache import CacheManager, JobCache, PruneReport, Ref
 from minibuild.builder.next.dockerfile2llb import ConvertError, ConvertOpt, dockerfile_to_llb
 from minibuild.builder.next.exporter import EXPORTER_IMAGE, EXPORTER_MOBY, ExportRequest, MobyExporter
-from minibuild.builder.next.ops import Worker, in_thread
+from minibuild.builder.next.ops import Worker
 from minibuild.builder.next.progress import ProgressWriter, StatusResponse
 from minibuild.builder.next.progress import Vertex as ProgressVertex
 from minibuild.builder.next.solver import Job, Solver

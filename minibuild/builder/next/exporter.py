@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from minibuild import trace
+from minibuild.builder import run_in_thread as in_thread
 from minibuild.builder.next.cache import CacheManager, Ref
 from minibuild.builder.next.dockerfile2llb import FROM_BASE
-from minibuild.builder.next.ops import in_thread
 from minibuild.builder.next.progress import ProgressWriter, VertexStatus
 from minibuild.builder.next.progress import Vertex as ProgressVertex
 from minibuild.image import reference

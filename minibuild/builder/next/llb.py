@@ -25,7 +25,8 @@ from typing import Any
 SCRATCH = None  # llb.Scratch(): a state with no output vertex
 
 
-def _canonical(value: Any) -> bytes:
+def canonical(value: Any) -> bytes:
+    """Canonical JSON: sorted keys, no spaces; equal values always give equal bytes."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -48,7 +49,7 @@ class Vertex:
 
     def marshal(self) -> bytes:
         """The definition bytes: the op and its inputs' digests (pb.Op with Inputs)."""
-        return _canonical({"inputs": [i.digest for i in self.inputs], "op": self.op})
+        return canonical({"inputs": [i.digest for i in self.inputs], "op": self.op})
 
     @property
     def kind(self) -> str:
@@ -276,7 +277,7 @@ class Definition:
         """One marshalled op per line, then the metadata (names), as a Definition's Def and Metadata."""
         lines = [v.marshal() for v in self.vertices]
         metadata = {v.digest: {"name": v.name, "ignore_cache": v.ignore_cache} for v in self.vertices}
-        return b"\n".join([*lines, _canonical(metadata)]) + b"\n"
+        return b"\n".join([*lines, canonical(metadata)]) + b"\n"
 
 
 def marshal(target: Vertex | State | None) -> Definition:

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import requests
 
@@ -45,14 +45,14 @@ from minibuild.archive import (
     untar,
 )
 from minibuild.archive.changes import export_changes
+from minibuild.builder import run_in_thread as in_thread
 from minibuild.builder.next.cache import JobCache, Ref
-from minibuild.builder.next.llb import Vertex, _canonical
+from minibuild.builder.next.llb import Vertex, canonical
 from minibuild.builder.next.solver import CacheMap, ExecContext
 from minibuild.image.service import ImageService
 from minibuild.runtime import ContainerError, ProcessSpec, Runtime, UserLookupError, get_exec_user
 from minibuild.snapshot import Snapshot, Snapshotter
 
-T = TypeVar("T")
 HOSTNAME = "buildkitsandbox"  # the hostname BuildKit gives RUN steps
 _CHUNK = 1 << 20
 _WILDCARD = re.compile(r"[*?\[]")
@@ -62,25 +62,9 @@ class OpError(Exception):
     """An op failed; str() is BuildKit's message."""
 
 
-async def in_thread(fn: Callable[..., T], *args: Any) -> T:
-    """Run blocking `fn` in a thread; if we are cancelled, the thread still finishes before we return."""
-    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        while not task.done():
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                continue
-            except Exception:
-                break
-        raise
-
-
 def op_digest(vertex: Vertex, *extra: str) -> str:
     """The op's own part of a cache key: its definition without its inputs (those have keys of their own)."""
-    data = _canonical({"op": vertex.op, "extra": list(extra)})
+    data = canonical({"op": vertex.op, "extra": list(extra)})
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
@@ -102,7 +86,7 @@ class Worker:
         self.image_service = image_service
         self.epoch = source_date_epoch
         self.bodies: dict[str, Path] = {}  # context:// identifier -> the request body
-        self.content_addressed: set[str] = set()  # digests of vertices whose inputs are keyed by content
+        self.content_addressed: set[str] = set()  # vertices whose users key them by content: the context
         self._checksums: dict[tuple[str, str, bool], str] = {}
         self._removals: list[asyncio.Future] = []
 
