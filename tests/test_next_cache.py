@@ -121,3 +121,30 @@ def test_usage_is_written_when_a_job_closes(tmp_path):
     job.load("k", vertex("k"))
     job.close()
     assert CacheManager(root).record("k").last_used_at > before
+
+
+def test_a_record_replaced_while_in_use_goes_when_released(tmp_path):
+    root = tmp_path / "cache"
+    manager = CacheManager(root)
+    save_chain(manager, tmp_path, "k", [("old", b"1")])
+    reader = manager.job_cache()
+    old = reader.load("k", vertex("k"))
+    save_chain(manager, tmp_path, "k", [("new", b"22")])  # a --no-cache build made it again
+    assert manager.record("k").size == 2
+    assert manager.layers.get(old.chain_id) is not None  # still used by the reader
+    reader.close()
+    assert old.chain_id not in manager.layers
+    assert len(list((root / "records").iterdir())) == 1
+
+
+def test_two_records_of_one_key_at_start_keep_the_newest(tmp_path):
+    root = tmp_path / "cache"
+    manager = CacheManager(root)
+    save_chain(manager, tmp_path, "k", [("a", b"1")])
+    first = manager.record("k")
+    copy = dict(vars(first), id=new_id(), created_at=first.created_at + 1)
+    (root / "records" / f"{copy['id']}.json").write_text(__import__("json").dumps(copy))
+    again = CacheManager(root)
+    assert again.record("k").id == copy["id"]
+    assert len(list((root / "records").iterdir())) == 1
+    assert again.layers.references(first.chain_id) == 1  # one record holds it, not two

@@ -105,6 +105,7 @@ class CacheManager:
         self._records: dict[str, CacheRecord] = {}  # by key
         self._in_use: dict[str, int] = {}  # record id -> jobs using it
         self._dirty: set[str] = set()  # keys whose usage changed since the last flush
+        self._retired: dict[str, CacheRecord] = {}  # replaced while in use: deleted when released
         self._restore()
 
     # -- start-up ----------------------------------------------------------------------------------
@@ -124,6 +125,10 @@ class CacheManager:
             if record.path is not None and not (self.root / record.path).is_dir():
                 entry.unlink(missing_ok=True)
                 continue
+            older = self._records.get(record.key)
+            if older is not None:  # two records of one key (a crash between replacing and deleting)
+                stale, record = sorted((older, record), key=lambda r: r.created_at)
+                self._forget(stale)
             self._records[record.key] = record
         self._removed(self.layers.sweep_unreferenced())
         claimed = {r.path for r in self._records.values() if r.path}
@@ -204,8 +209,11 @@ class CacheManager:
             # loses the record, and the restart sweeps the layer only it would have held.
             self._dirty.add(key)
             self._records[key] = record
-            if old is not None and old.id not in self._in_use:
-                self._delete(old)  # a no-cache build replaced it (one in use stays until pruned)
+            if old is not None:  # a no-cache build replaced it: gone now, or once no job uses it
+                if old.id in self._in_use:
+                    self._retired[old.id] = old
+                else:
+                    self._delete(old)
             self._hold(record, lease)
 
     def _hold(self, record: CacheRecord, lease: JobCache) -> None:
@@ -220,6 +228,8 @@ class CacheManager:
                     self._in_use[record_id] = count
                 else:
                     self._in_use.pop(record_id, None)
+                    if record_id in self._retired:
+                        self._delete(self._retired.pop(record_id))
             for chain_id in lease.layers:
                 self._removed(self.layers.release(chain_id))
             lease.records.clear()
@@ -325,6 +335,12 @@ class CacheManager:
             freed += _tree_size(directory)
             shutil.rmtree(directory, ignore_errors=True)
         return freed
+
+    def _forget(self, record: CacheRecord) -> None:
+        """Drop a record found at start-up that another of the same key replaces."""
+        (self.records_dir / f"{record.id}.json").unlink(missing_ok=True)
+        if record.chain_id is not None:
+            self.layers.release(record.chain_id)
 
     def _write(self, record: CacheRecord) -> None:
         atomic_write_file(self.records_dir / f"{record.id}.json", json.dumps(asdict(record)).encode())

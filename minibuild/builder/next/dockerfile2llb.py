@@ -700,8 +700,8 @@ def _dispatch_copy(
         if src.startswith(("http://", "https://")):
             if not is_add:
                 raise ConvertError("source can't be a URL for COPY")
-            filename = posixpath.basename(urlparse(src).path) or "__unnamed__"
-            if filename in (".", "/"):
+            filename = posixpath.basename(urlparse(src).path)
+            if filename in ("", ".", ".."):
                 filename = "__unnamed__"
             url_state = llb.State(llb.source(src, name=src, attrs={"http.filename": filename}))
             add(url_state, "/" + filename)

@@ -262,7 +262,8 @@ class HTTPSourceOp:
     def __init__(self, worker: Worker, vertex: Vertex) -> None:
         self.worker, self.vertex = worker, vertex
         self.url = vertex.op["identifier"]
-        self.filename = vertex.op["attrs"].get("http.filename", "__unnamed__")
+        name = vertex.op["attrs"].get("http.filename", "")
+        self.filename = name if name not in ("", ".", "..") and "/" not in name else "__unnamed__"
         self.download: Path | None = None
         self.mtime = 0.0
 
