@@ -42,7 +42,7 @@ UNNAMED_FILENAME = "__unnamed__"
 _DOWNLOAD_CHUNK = 1 << 20
 
 
-class CopyError(Exception):
+class CopyError(errdefs.System):
     """A COPY/ADD that cannot be done; the message is Docker's."""
 
 
@@ -93,7 +93,7 @@ class Copier:
     def create_copy_instruction(self, sources: list[str], dest: str, cmd_name: str) -> CopyInstruction:
         try:
             infos = self.get_copy_infos_for_source_paths(sources, dest)
-        except (CopyError, errdefs.DockerError, ArchiveError, OSError) as err:
+        except (errdefs.DockerError, ArchiveError, OSError) as err:
             raise CopyError(f"{cmd_name} failed: {_message(err)}") from None
         if len(infos) > 1 and not dest.endswith("/"):
             raise CopyError(
@@ -176,7 +176,7 @@ def walk_source(source: Source, orig_path: str) -> list[str]:
     for rel in walk(top):
         try:
             hashes.append(source.hash(rel_path(source.root, top / rel)))
-        except (OSError, CopyError, errdefs.DockerError):
+        except (OSError, errdefs.DockerError):
             continue  # Docker skips what it cannot hash
     return sorted(hashes)
 

@@ -21,8 +21,6 @@ from minibuild.builder.dockerfile.buildargs import BuildArgs
 from minibuild.builder.dockerfile.containers import StatusCodeError
 from minibuild.builder.dockerfile.copy import (
     Copier,
-    CopyError,
-    CopyInstruction,
     err_on_source_download,
     mkdir_all_and_chown_new,
     new_remote_source_downloader,
@@ -363,7 +361,7 @@ async def dispatch_add(d: "DispatchRequest", c: AddCommand) -> None:
         inst = await run_in_thread(copier.create_copy_instruction, c.source_paths, c.dest_path, "ADD")
         inst.chown_str, inst.chmod_str = c.chown, c.chmod
         inst.allow_local_decompression = True
-        await _perform_copy(d, inst)
+        await internals.perform_copy(d.builder, d, inst)
     finally:
         await run_in_thread(copier.cleanup)
 
@@ -400,14 +398,7 @@ async def _copy_with(
     inst = await run_in_thread(copier.create_copy_instruction, c.source_paths, c.dest_path, "COPY")
     inst.chown_str, inst.chmod_str = c.chown, c.chmod
     inst.preserve_ownership = preserve_ownership
-    await _perform_copy(d, inst)
-
-
-async def _perform_copy(d: "DispatchRequest", inst: CopyInstruction) -> None:
-    try:
-        await internals.perform_copy(d.builder, d, inst)
-    except CopyError as err:
-        raise errdefs.System(str(err)) from None
+    await internals.perform_copy(d.builder, d, inst)
 
 
 def _refuse_buildkit_only_copy_flags(c: AddCommand | CopyCommand, names: tuple[str, ...]) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from minibuild import errdefs
+from minibuild.archive import ArchiveError
 from minibuild.builder import created_ns, run_in_thread
 from minibuild.builder.dockerfile.containers import Container
 from minibuild.builder.dockerfile.copy import (
@@ -289,7 +290,7 @@ def _copy_and_commit(
                     chmod=chmod,
                     scratch=b.components.tmp_dir,
                 )
-            except (OSError, CopyError) as err:
+            except (OSError, CopyError, ArchiveError) as err:
                 raise CopyError(f"failed to copy files: {err}") from None
     with tempfile.TemporaryFile(dir=b.components.tmp_dir) as diff:
         rw_layer.diff(diff, b.source_date_epoch)
