@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
 STDOUT, STDERR = 1, 2
+CANCELED = "context canceled"  # what an interrupted vertex reports, as Go's context.Canceled reads
 
 
 @dataclass

@@ -21,8 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from minibuild.builder.next.progress import StatusResponse, Vertex, VertexStatus
-from minibuild.builder.next.solver import CANCELED
+from minibuild.builder.next.progress import CANCELED, StatusResponse, Vertex, VertexStatus
 
 _TAIL = 6  # log lines a failed (or, on a terminal, running) step shows
 

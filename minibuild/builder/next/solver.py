@@ -34,10 +34,8 @@ from typing import Any, Protocol
 
 from minibuild import trace
 from minibuild.builder.next.llb import Definition, Vertex, marshal
-from minibuild.builder.next.progress import STDERR, STDOUT, ProgressWriter, VertexStatus
+from minibuild.builder.next.progress import CANCELED, STDERR, STDOUT, ProgressWriter, VertexStatus
 from minibuild.builder.next.progress import Vertex as ProgressVertex
-
-CANCELED = "context canceled"  # what an interrupted vertex reports, as Go's context.Canceled reads
 
 ComputeDigestFunc = Callable[[Any], Awaitable[str]]
 
