@@ -24,13 +24,28 @@ KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python
 
 
 def normalize(nb: nbformat.NotebookNode) -> None:
-    """Metadata that does not depend on the machine or the run."""
+    """Metadata that does not depend on the machine or the run; consecutive prints as one output."""
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
     nb.metadata["language_info"] = {"name": "python"}
     nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         cell.metadata.pop("ExecuteTime", None)
+        if cell.cell_type == "code":
+            cell.outputs = coalesce_streams(cell.outputs)
+
+
+def coalesce_streams(outputs: list) -> list:
+    """Join consecutive stdout (or stderr) pieces: how they were flushed is not part of the result."""
+    merged: list = []
+    for output in outputs:
+        last = merged[-1] if merged else None
+        follows = last is not None and last.output_type == "stream" and last.get("name") == output.get("name")
+        if output.output_type == "stream" and follows:
+            last.text += output.text
+            continue
+        merged.append(output)
+    return merged
 
 
 def execute(script: Path) -> float:
