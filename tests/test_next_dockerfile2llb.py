@@ -3,6 +3,8 @@
 import asyncio
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minibuild.builder.next import llb
 from minibuild.builder.next.dockerfile2llb import (
@@ -299,3 +301,22 @@ def test_helpers():
         "1.5s",
         "5ms",
     ]
+
+
+_WORDS = st.sampled_from(
+    ["FROM", "RUN", "COPY", "ADD", "ENV", "ARG", "WORKDIR", "USER", "LABEL", "EXPOSE", "CMD",
+     "ENTRYPOINT", "VOLUME", "STOPSIGNAL", "SHELL", "ONBUILD", "HEALTHCHECK", "AS", "--from=a",
+     "--chown=1:1", "--mount=type=bind", "--network=none", "a", "b", "0", "1", "$X", "${Y:-z}",
+     "scratch", "busybox", "/x", ".", "*", "[\"sh\"]", "=", "A=1", "<<EOF", "EOF", "\\", "#", "'q'",
+     "\"d\""]
+)  # fmt: skip
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.lists(st.lists(_WORDS, min_size=1, max_size=5).map(" ".join), min_size=1, max_size=8))
+def test_any_dockerfile_converts_or_raises_our_errors(lines):
+    """Property: whatever the text, conversion gives a graph or a DockerfileError/ConvertError."""
+    try:
+        convert("\n".join(lines) + "\n")
+    except (DockerfileError, ConvertError):
+        pass

@@ -222,6 +222,8 @@ async def dockerfile_to_llb(dockerfile: bytes, opt: ConvertOpt) -> ConvertResult
 
     result = parse(dockerfile)
     stages, meta_args = parse_instructions(result.ast)
+    if not stages:
+        raise ConvertError("dockerfile contains no stages to build")
     shlex = Lex(result.escape_token)
 
     for meta in meta_args:
