@@ -342,3 +342,34 @@ def test_same_result_as_a_rebuild_from_scratch_of_the_snapshot(bench, tmp_path):
     df = "FROM busybox:local\nCOPY a.txt /a.txt\nRUN cp /a.txt /b.txt && rm /bin/vi && mkdir -p /d/e\n"
     tree = snapshot_of_tree(bench.tree(bench.build(df, {"a.txt": b"data"}).ok(), tmp_path / "t"))
     assert tree["/b.txt"][4] == b"data" and "/bin/vi" not in tree and "/d/e" in tree
+
+
+def _evil_tar() -> bytes:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not an archive at all",
+        tar_of({"Dockerfile": b"FROM busybox:local\n"})[:700],
+        b"\x1f\x8b\x08garbage",
+        _evil_tar(),
+    ],
+    ids=["text", "truncated", "bad-gzip", "path-escape"],
+)
+def test_a_bad_context_fails_the_build_cleanly(bench, tmp_path, body):
+    built = asyncio.run(bench.build_async("", body=body))
+    assert built.error is not None and built.image_id is None
+    assert not (bench.data_root / "escaped.txt").exists()
+    assert not any(bench.data_root.parent.glob("escaped.txt"))
+    failed = [v for v in built.vertices.values() if v.error]
+    assert failed or "failed to read dockerfile" in str(built.error)
