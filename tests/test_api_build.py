@@ -373,12 +373,6 @@ def test_invalid_option_is_an_http_error(daemon):
     )
 
 
-def test_daemon_without_a_builder_says_so(tmp_path):
-    with embedded_daemon(tmp_path) as bare:
-        status, _, body = raw_request(bare.socket_path, "POST", "/build", CONTEXT)
-        assert (status, body) == (501, b'{"message":"this minibuild daemon was started without a builder"}\n')
-
-
 # --- cancellation ---------------------------------------------------------------------------------------
 
 

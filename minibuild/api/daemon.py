@@ -581,7 +581,7 @@ def run_daemon(config: DaemonConfig) -> int:
 
 def create_build_backend(
     config: DaemonConfig, image_service: ImageService, registry_service: RegistryService
-) -> BuildBackend | None:
+) -> BuildBackend:
     """The build backend (minibuild.backend: the tagger, the classic builder, the DAG solver)."""
     from minibuild.backend import new_backend  # the builders import the API's types: import them late
 
