@@ -523,6 +523,14 @@ def test_pull_reference_mirrors_the_images_create_parameters():
         pull_reference("BusyBox", "latest")
     with pytest.raises(errdefs.InvalidParameter, match="invalid tag format"):
         pull_reference("busybox", "bad tag")
+    # a tag that does not parse as a digest is taken as a tag, so a malformed digest is a bad tag (as dockerd)
+    for bad in ("sha256:abc", "sha256:" + "A" * 64, "md5:" + "a" * 32, "a:b"):
+        with pytest.raises(errdefs.InvalidParameter, match="^invalid tag format$"):
+            pull_reference("busybox", bad)
+    # a tag replaces the name's tag and keeps its digest (reference.WithTag); a digest replaces both
+    assert str(pull_reference("app:v1", "v2")) == "docker.io/library/app:v2"
+    assert str(pull_reference(f"app@{D1}", "v2")) == f"docker.io/library/app:v2@{D1}"
+    assert str(pull_reference(f"app:v1@{D1}", D2)) == f"docker.io/library/app@{D2}"
 
 
 def test_progress_records_render_like_the_daemons_stream_writer():

@@ -58,11 +58,14 @@ def pull_reference(image: str, tag: str = "") -> Reference:
     ref = parse_reference(image.removesuffix(":"))
     if not tag:
         return ref
-    bare = Reference(ref.domain, ref.path)
     try:
-        if ":" in tag:
-            return with_digest(bare, validate_digest(tag))
-        return with_tag(bare, tag)
+        digest = validate_digest(tag)
+    except InvalidReference:
+        digest = ""  # not a digest, so a tag: a malformed digest is then an "invalid tag format"
+    try:
+        if digest:
+            return with_digest(Reference(ref.domain, ref.path), digest)
+        return with_tag(ref, tag)  # replaces the tag, keeps a digest (reference.WithTag)
     except InvalidReference as err:
         raise errdefs.InvalidParameter(str(err)) from None
 
