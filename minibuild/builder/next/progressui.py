@@ -89,14 +89,25 @@ class PlainPrinter:
         self.write(StatusResponse.unmarshal(data))
 
     def write(self, sr: StatusResponse) -> None:
-        for kind, digest, detail in self.trace.update(sr):
+        """Print what changed, vertex by vertex (printVtx): header, sub-steps, output, then its end."""
+        events = self.trace.update(sr)
+        order: list[str] = []
+        for _kind, digest, _detail in events:
+            if digest not in order:
+                order.append(digest)
+        for digest in order:
             step = self.trace.steps[digest]
-            if kind == "vertex":
-                self._vertex(step)
-            elif kind == "status":
-                self._status(step, detail)  # type: ignore[arg-type]
-            else:
-                self._log(step, detail)  # type: ignore[arg-type]
+            mine = [(kind, detail) for kind, d, detail in events if d == digest]
+            if not any(kind != "vertex" for kind, _ in mine) and step.vertex.started is None:
+                continue  # announced only: shown once something happens to it
+            self._header(step)
+            for kind, detail in mine:
+                if kind == "status":
+                    self._status(step, detail)  # type: ignore[arg-type]
+                elif kind == "log":
+                    self._log(step, detail)  # type: ignore[arg-type]
+            if any(kind == "vertex" for kind, _ in mine):
+                self._end(step)
         self.out.flush()
 
     def _header(self, step: _Step) -> None:
@@ -113,11 +124,9 @@ class PlainPrinter:
         self.out.write(f"\n#{step.index} {step.vertex.name}\n")
         self.current = step.vertex.digest
 
-    def _vertex(self, step: _Step) -> None:
+    def _end(self, step: _Step) -> None:
+        """`#N DONE 0.3s`, `#N CACHED`, `#N ERROR: …` or `#N CANCELED` once the vertex completed."""
         v = step.vertex
-        if v.started is None and v.completed is None:
-            return  # announced only: shown once something happens to it
-        self._header(step)
         if v.completed is None:
             return
         if v.error:
@@ -134,7 +143,6 @@ class PlainPrinter:
         self.current = ""
 
     def _status(self, step: _Step, s: VertexStatus) -> None:
-        self._header(step)
         amount = ""
         if s.total:
             amount = f" {s.current} / {s.total}"
@@ -148,7 +156,6 @@ class PlainPrinter:
         self.out.write(f"#{step.index} {s.id}{amount}{took}{done}\n")
 
     def _log(self, step: _Step, line: tuple[float, str]) -> None:
-        self._header(step)
         started = step.vertex.started if step.vertex.started is not None else line[0]
         self.out.write(f"#{step.index} {max(line[0] - started, 0.0):.3f} {line[1]}\n")
 

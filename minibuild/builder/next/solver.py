@@ -195,6 +195,8 @@ class Job:
             # Keys first, inputs before users (the definition's order): no input runs for them,
             # except a content-addressed one (the context), which is solved here on demand.
             for v in definition:
+                if v.digest in self._keys:  # an earlier build of this job keyed it (the context)
+                    continue
                 key = self._plain_key(v)
                 self._keys[v.digest] = key if key is not None else await self._compute_key(v)
             result = await self._result(vertex)
