@@ -77,6 +77,10 @@ def test_the_trace_has_buildkits_vertices_in_order(bench):
     assert "exporting layers" in statuses and any(s.startswith("writing image sha256:") for s in statuses)
     logs = [entry for sr in built.traces for entry in sr.logs]
     assert logs and all(entry.vertex == built.vertices["[3/3] RUN cat /hello.txt"].digest for entry in logs)
+    # The body is hashed (its key) and handed over (its result) once each, not again for the Dockerfile.
+    context = built.vertices["[internal] load remote build context"].digest
+    starts = {v.started for sr in built.traces for v in sr.vertexes if v.digest == context and v.started}
+    assert len(starts) == 2
 
 
 def test_identical_vertices_run_once(bench, tmp_path):
