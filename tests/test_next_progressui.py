@@ -1,6 +1,8 @@
 """`--progress plain` and `--progress tty` renderers of BuildKit traces."""
 
+import base64
 import io
+import time
 
 from minibuild.builder.next.progress import StatusResponse, Vertex, VertexLog, VertexStatus
 from minibuild.builder.next.progressui import PlainPrinter, TTYDisplay
@@ -88,7 +90,7 @@ def test_plain_marks_a_step_left_unfinished_and_cancellations():
 def test_tty_frames():
     now = [102.5]
     out = io.StringIO()
-    display = TTYDisplay(out, clock=lambda: now[0], width=60)
+    display = TTYDisplay(out, clock=lambda: now[0], width=60, tick=None)
     display.start = 100.0
     for sr in build_trace()[:7]:
         display.trace.update(sr)
@@ -113,9 +115,20 @@ def test_importing_registers_both_renderers_with_the_cli():
     assert set(cli_progress._RENDERERS) >= {"plain", "tty"}
     trace = {
         "id": "moby.buildkit.trace",
-        "aux": __import__("base64").b64encode(build_trace()[0].marshal()).decode(),
+        "aux": base64.b64encode(build_trace()[0].marshal()).decode(),
     }
     err = io.StringIO()
     seen = []
     cli_progress.display_buildkit_stream([trace], io.StringIO(), err, "plain", seen.append)
     assert "#1 [internal] load remote build context" in err.getvalue()
+
+
+def test_tty_redraws_while_nothing_happens():
+    out = io.StringIO()
+    display = TTYDisplay(out, width=60, tick=0.01)
+    display.write(StatusResponse([Vertex(RUN, [], "[1/1] RUN sleep 1", started=display.clock())]))
+    deadline = time.monotonic() + 30
+    while out.getvalue().count("[+] Building") < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    display.close()
+    assert out.getvalue().count("[+] Building") >= 3

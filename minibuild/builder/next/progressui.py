@@ -16,6 +16,7 @@ Importing this module registers both with the CLI (`minibuild.cli.progress.regis
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -171,10 +172,16 @@ class PlainPrinter:
 
 
 class TTYDisplay:
-    """`--progress tty` (display.go): the whole build redrawn in place, throttled to 10 frames/s."""
+    """`--progress tty` (display.go): the whole build redrawn in place, at most 10 frames a second, and
+    every `tick` seconds even when nothing happens (the running steps' times move on)."""
 
     def __init__(
-        self, out: TextIO, *, clock: Callable[[], float] = time.time, width: int | None = None
+        self,
+        out: TextIO,
+        *,
+        clock: Callable[[], float] = time.time,
+        width: int | None = None,
+        tick: float | None = 0.1,
     ) -> None:
         self.out = out
         self.clock = clock
@@ -184,20 +191,36 @@ class TTYDisplay:
         self.lines_drawn = 0
         self.last_draw = 0.0
         self.done = False
+        self._lock = threading.Lock()  # the ticker and the stream both draw
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        if tick is not None:
+            self._ticker = threading.Thread(target=self._tick, args=(tick,), name="progress-tty", daemon=True)
+            self._ticker.start()
+
+    def _tick(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            with self._lock:
+                self.draw()
 
     def write_trace(self, data: bytes) -> None:
         self.write(StatusResponse.unmarshal(data))
 
     def write(self, sr: StatusResponse) -> None:
-        self.trace.update(sr)
-        now = self.clock()
-        if now - self.last_draw >= 0.1:
-            self.draw()
-            self.last_draw = now
+        with self._lock:
+            self.trace.update(sr)
+            now = self.clock()
+            if now - self.last_draw >= 0.1:
+                self.draw()
+                self.last_draw = now
 
     def close(self) -> None:
-        self.done = True
-        self.draw()
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        with self._lock:
+            self.done = True
+            self.draw()
 
     def frame(self) -> list[str]:
         """The lines of one frame."""
