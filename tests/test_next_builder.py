@@ -377,3 +377,43 @@ def test_a_bad_context_fails_the_build_cleanly(bench, tmp_path, body):
     assert not any(bench.data_root.parent.glob("escaped.txt"))
     failed = [v for v in built.vertices.values() if v.error]
     assert failed or "failed to read dockerfile" in str(built.error)
+
+
+def test_run_mount_cache_persists_across_builds_and_leaves_no_trace(bench, tmp_path):
+    df = (
+        "FROM busybox:local\n"
+        "RUN --mount=type=cache,target=/var/cache/app "
+        "sh -c 'echo run >> /var/cache/app/log; wc -l < /var/cache/app/log'\n"
+    )
+    first = bench.build(df)
+    second = bench.build(df, no_cache=True)
+    assert first.logs().strip() == b"1" and second.logs().strip() == b"2"
+    tree = bench.tree(second.ok(), tmp_path / "t")
+    assert not (tree / "var" / "cache").exists()  # the mount point the step needed is gone again
+    report = asyncio.run(
+        bench.backend.prune_cache(BuildCachePruneOptions(filters={"type": "exec.cachemount"}))
+    )
+    assert len(report.caches_deleted) == 1
+    assert bench.build(df, no_cache=True).logs().strip() == b"1"  # pruned: a fresh cache
+
+
+def test_run_mount_tmpfs_and_bind(bench, tmp_path):
+    files = {"src/a.txt": b"from-context\n", "other.txt": b"1"}
+    df = (
+        "FROM busybox:local AS builder\nRUN echo from-stage > /artifact\n"
+        "FROM busybox:local\n"
+        "RUN --mount=type=tmpfs,target=/scratch sh -c 'echo t > /scratch/f && cat /scratch/f'\n"
+        "RUN --mount=type=bind,source=src,target=/src sh -c 'cat /src/a.txt; echo changed > /src/a.txt'\n"
+        "RUN --mount=from=builder,source=/artifact,target=/a cat /a\n"
+        "COPY src /copied\n"
+    )
+    built = bench.build(df, files)
+    assert built.logs() == b"t\nfrom-context\nfrom-stage\n"
+    tree = bench.tree(built.ok(), tmp_path / "t")
+    assert (tree / "copied" / "a.txt").read_bytes() == b"from-context\n"  # the step wrote to its own copy
+    assert not (tree / "scratch").exists() and not (tree / "src").exists() and not (tree / "a").exists()
+    # The bind mount's key follows the content it shows: another file changing is still a hit.
+    again = bench.build(df, {**files, "other.txt": b"2"})
+    assert again.cached("[stage-1 5/5] COPY src /copied")
+    changed = bench.build(df, {**files, "src/a.txt": b"new\n"})
+    assert b"new\n" in changed.logs()

@@ -17,6 +17,7 @@ use" and survive a prune.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -37,6 +38,7 @@ RECORD_REGULAR = "regular"
 RECORD_SOURCE_LOCAL = "source.local"
 RECORD_INTERNAL = "internal"
 RECORD_FRONTEND = "frontend"
+RECORD_CACHE_MOUNT = "exec.cachemount"
 _ID = re.compile(r"[0-9a-z]{25}")
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -95,8 +97,9 @@ class CacheManager:
         self.on_layer_removed = on_layer_removed  # e.g. a snapshotter's remove_layer
         self.records_dir = self.root / "records"
         self.contexts_dir = self.root / "contexts"
+        self.cache_mounts_dir = self.root / "cachemounts"
         self.tmp_dir = self.root / "tmp"
-        for directory in (self.records_dir, self.contexts_dir):
+        for directory in (self.records_dir, self.contexts_dir, self.cache_mounts_dir):
             directory.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.tmp_dir, ignore_errors=True)  # a dead daemon's half-made files
         self.tmp_dir.mkdir()
@@ -132,7 +135,7 @@ class CacheManager:
             self._records[record.key] = record
         self._removed(self.layers.sweep_unreferenced())
         claimed = {r.path for r in self._records.values() if r.path}
-        for leftover in self.contexts_dir.iterdir():
+        for leftover in [*self.contexts_dir.iterdir(), *self.cache_mounts_dir.iterdir()]:
             if str(leftover.relative_to(self.root)) not in claimed:
                 shutil.rmtree(leftover, ignore_errors=True)
 
@@ -215,6 +218,33 @@ class CacheManager:
                 else:
                     self._delete(old)
             self._hold(record, lease)
+
+    def _cache_mount(self, cache_id: str, mode: int, uid: int, gid: int, lease: JobCache) -> tuple[Path, str]:
+        """The directory of RUN --mount=type=cache,id=…: made on first use (with `mode` and owner),
+        kept across builds as an `exec.cachemount` record, in use while the job runs."""
+        key = "cachemount:" + cache_id
+        with self._lock:
+            record = self._records.get(key)
+            if record is None:
+                name = hashlib.sha256(cache_id.encode()).hexdigest()[:32]
+                directory = self.cache_mounts_dir / name
+                staging = self.staging_dir("cachemount-")
+                staging.mkdir(mode)
+                os.chmod(staging, mode)
+                if os.geteuid() == 0:
+                    os.chown(staging, uid, gid)
+                self.install_dir(staging, directory)
+                now = time.time()
+                record = CacheRecord(new_id(), key, f"cached mount {cache_id}", RECORD_CACHE_MOUNT,
+                                     path=str(directory.relative_to(self.root)), created_at=now,
+                                     last_used_at=now)  # fmt: skip
+                self._records[key] = record
+                self._write(record)
+            record.last_used_at = time.time()
+            record.usage_count += 1
+            self._dirty.add(key)
+            self._hold(record, lease)
+            return self.root / record.path, record.id  # type: ignore[operator]
 
     def _hold(self, record: CacheRecord, lease: JobCache) -> None:
         self._in_use[record.id] = self._in_use.get(record.id, 0) + 1
@@ -396,6 +426,12 @@ class JobCache:
 
     def register_layer(self, tar: Path, parent: Layer | None) -> Layer:
         return self.manager.register_layer(tar, parent, self)
+
+    def cache_mount(
+        self, cache_id: str, *, mode: int = 0o755, uid: int = 0, gid: int = 0
+    ) -> tuple[Path, str]:
+        """A cache mount's directory and record ID, in use until this job closes."""
+        return self.manager._cache_mount(cache_id, mode, uid, gid, self)
 
     def close(self) -> None:
         """Give back every lease; records used are written with their new usage."""

@@ -635,7 +635,8 @@ def _dispatch_run_mounts(
             out.append(llb.Mount(target, source_state, selector=selector, readonly=m.read_only))
         elif m.type == "cache":
             out.append(llb.Mount(target, None, type="cache", cache_id=m.cache_id or target,
-                                 sharing=m.cache_sharing or "shared"))  # fmt: skip
+                                 sharing=m.cache_sharing or "shared", mode=m.mode, uid=m.uid,
+                                 gid=m.gid))  # fmt: skip
         elif m.type == "tmpfs":
             out.append(llb.Mount(target, None, type="tmpfs", size=m.size_limit))
     return out

@@ -82,6 +82,9 @@ class Mount:
     cache_id: str = ""
     sharing: str = ""  # cache: shared | private | locked
     size: int = 0  # tmpfs: bytes, 0 for the default
+    mode: int | None = None  # cache: a new cache directory's mode and owner
+    uid: int | None = None
+    gid: int | None = None
 
 
 @dataclass
@@ -197,6 +200,9 @@ class State:
                 entry.update(input=input_index(m.source), selector=m.selector, readonly=m.readonly)
             elif m.type == "cache":
                 entry.update(cache_id=m.cache_id, sharing=m.sharing or "shared")
+                entry.update(
+                    {k: v for k, v in (("mode", m.mode), ("uid", m.uid), ("gid", m.gid)) if v is not None}
+                )
             elif m.type == "tmpfs" and m.size:
                 entry["size"] = m.size
             pb_mounts.append(entry)

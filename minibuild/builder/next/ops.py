@@ -51,9 +51,12 @@ from minibuild.builder.next.llb import Vertex, canonical
 from minibuild.builder.next.solver import CacheMap, ExecContext
 from minibuild.image.service import ImageService
 from minibuild.runtime import ContainerError, ProcessSpec, Runtime, UserLookupError, get_exec_user
+from minibuild.runtime import Mount as RuntimeMount
 from minibuild.snapshot import Snapshot, Snapshotter
 
 HOSTNAME = "buildkitsandbox"  # the hostname BuildKit gives RUN steps
+# One lock per cache mount directory, for `locked` and `private` sharing (the daemon has one loop).
+_CACHE_MOUNT_LOCKS: dict[str, asyncio.Lock] = {}
 _CHUNK = 1 << 20
 _WILDCARD = re.compile(r"[*?\[]")
 
@@ -169,6 +172,49 @@ class Worker:
             for snapshot in readers.values():
                 self.snapshotter.remove(snapshot)
             shutil.rmtree(staging, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def read_view(self, ref: Ref) -> Iterator[Path]:
+        """A result's tree, readable from the host while the context lasts."""
+        if ref.path is not None:
+            yield ref.path
+            return
+        tree = getattr(self.snapshotter, "tree", None)
+        if tree is not None:
+            yield tree(list(ref.chain))
+            return
+        snapshot = self.prepare(ref)
+        try:
+            with self.snapshotter.mounted(snapshot) as root:
+                yield root
+        finally:
+            self.snapshotter.remove(snapshot)
+
+    def cache_mount(self, m: dict, scratch: Path) -> tuple[Path, asyncio.Lock | None]:
+        """A cache mount's directory, and the lock to hold while using it (`locked` sharing); a busy
+        `private` one is replaced by a fresh `scratch` directory, gone with the step."""
+        directory, record_id = self.cache.cache_mount(
+            m["cache_id"], mode=m.get("mode", 0o755), uid=m.get("uid", 0), gid=m.get("gid", 0)
+        )
+        sharing = m.get("sharing", "shared")
+        lock = _CACHE_MOUNT_LOCKS.setdefault(record_id, asyncio.Lock())
+        if sharing == "locked":
+            return directory, lock
+        if sharing == "private" and lock.locked():  # busy: this user gets a directory of its own
+            scratch.mkdir(m.get("mode", 0o755))
+            return scratch, None
+        return directory, (lock if sharing == "private" else None)
+
+    def remove_stubs(self, snapshot: Snapshot, stubs: list[str]) -> None:
+        """Remove the mount points a step needed, deepest first, unless the step filled them."""
+        with self.snapshotter.mounted(snapshot) as tree:
+            for rel in reversed(stubs):
+                path = tree / rel.lstrip("/")
+                with contextlib.suppress(OSError):  # not empty (or gone): the step made it its own
+                    if path.is_dir() and not path.is_symlink():
+                        path.rmdir()
+                    elif path.stat().st_size == 0:
+                        path.unlink()
 
     def remove_later(self, snapshot: Snapshot) -> None:
         """Remove a finished step's snapshot in the background: its result is already a layer, so
@@ -313,22 +359,48 @@ class HTTPSourceOp:
 
 
 class ExecOp:
-    """RUN: the command in a new snapshot of its input, through the runtime; the diff is the result."""
+    """RUN: the command in a new snapshot of its input, through the runtime; the diff is the result.
+
+    RUN --mount: `cache` mounts a directory kept across builds (an exec.cachemount record; `locked`
+    sharing lets one step at a time use it, `private` gives a busy one's other users a fresh one),
+    `tmpfs` a tmpfs, `bind` a private copy of a path of the context or another stage (so nothing a
+    step writes there reaches them; BuildKit makes it read-only instead). The directories a mount
+    needed in the tree are removed after the step, unless it put something in them.
+    """
 
     def __init__(self, worker: Worker, vertex: Vertex) -> None:
         self.worker, self.vertex = worker, vertex
         self.meta = vertex.op
 
     def cache_map(self, ctx: ExecContext) -> CacheMap:
-        return CacheMap(op_digest(self.vertex, f"epoch={self.worker.epoch}"))
+        deps: list[Callable | None] = []
+        for i, input_vertex in enumerate(self.vertex.inputs):
+            if input_vertex.digest not in self.worker.content_addressed:
+                deps.append(None)
+                continue
+            # A bind mount of the context: the key follows the content of what it shows.
+            selectors = [
+                (m["selector"] or "/", False, True) for m in self.meta["mounts"][1:] if m.get("input") == i
+            ]
+
+            async def checksum(ref: Ref, selectors: list = selectors) -> str:
+                return await in_thread(self.worker.checksum, ref, selectors)
+
+            deps.append(checksum)
+        return CacheMap(op_digest(self.vertex, f"epoch={self.worker.epoch}"), deps)
 
     async def exec(self, ctx: ExecContext, inputs: list[Any]) -> Ref:
-        mounts = self.meta["mounts"]
-        if len(mounts) > 1:
-            raise OpError("RUN --mount is not supported by minibuild's runtime")
-        root = inputs[mounts[0]["input"]] if mounts[0]["input"] >= 0 else Ref()
+        root_mount, *extra = self.meta["mounts"]
+        root = inputs[root_mount["input"]] if root_mount["input"] >= 0 else Ref()
         snapshot = await in_thread(self.worker.prepare, root)
+        staging = self.worker.cache.manager.staging_dir("mounts-")
         try:
+            mounts, stubs, locks = list(snapshot.mounts), [], []
+            if extra:
+                if not mounts:  # a plain directory tree: bind it on itself, the others go on top
+                    mounts.append(RuntimeMount("bind", str(snapshot.rootfs), ("rbind",), "/"))
+                more, stubs, locks = await in_thread(self._prepare_mounts, snapshot, inputs, extra, staging)
+                mounts += more
             spec = ProcessSpec(
                 args=list(self.meta["args"]),
                 env=list(self.meta["env"]),
@@ -338,17 +410,78 @@ class ExecOp:
                 hostname=HOSTNAME,
                 extra_hosts=[h.replace("=", ":", 1) for h in self.meta["extra_hosts"]],
             )
-            try:
-                code = await self.worker.runtime.run(
-                    snapshot.rootfs, spec, on_stdout=ctx.stdout, on_stderr=ctx.stderr, mounts=snapshot.mounts
-                )
-            except (ContainerError, UserLookupError) as err:
-                raise OpError(str(err)) from None
+            async with contextlib.AsyncExitStack() as held:
+                for lock in locks:
+                    await held.enter_async_context(lock)
+                try:
+                    code = await self.worker.runtime.run(
+                        snapshot.rootfs, spec, on_stdout=ctx.stdout, on_stderr=ctx.stderr, mounts=mounts
+                    )
+                except (ContainerError, UserLookupError) as err:
+                    raise OpError(str(err)) from None
             if code != 0:
                 raise OpError(f"executor failed running [{' '.join(spec.args)}]: exit code: {code}")
+            if stubs:
+                await in_thread(self.worker.remove_stubs, snapshot, stubs)
             return await in_thread(self.worker.new_layer_from, snapshot, root)
         finally:
             self.worker.remove_later(snapshot)
+            await in_thread(shutil.rmtree, staging, True)
+
+    def _prepare_mounts(
+        self, snapshot: Snapshot, inputs: list[Any], specs: list[dict], staging: Path
+    ) -> tuple[list[RuntimeMount], list[str], list[asyncio.Lock]]:
+        """Each extra mount as the runtime mounts it, and the mount points it needed in the tree."""
+        staging.mkdir()
+        out: list[RuntimeMount] = []
+        stubs: list[str] = []
+        locks: list[asyncio.Lock] = []
+        with self.worker.snapshotter.mounted(snapshot) as tree:
+            for i, m in enumerate(specs):
+                target = _in_root(tree, m["dest"])
+                rel = "/" + os.path.relpath(target, tree)
+                if m["type"] == "bind":
+                    source = staging / f"bind-{i}"
+                    with self.worker.read_view(inputs[m["input"]] if m["input"] >= 0 else Ref()) as view:
+                        path = _in_root(view, m["selector"] or "/")
+                        if not os.path.lexists(path):
+                            raise OpError(
+                                f'failed to compute cache key: "{m["selector"]}" not found: not found'
+                            )
+                        _Copier(None, None).copy(path, source)
+                    is_dir = source.is_dir()
+                elif m["type"] == "cache":
+                    source, lock = self.worker.cache_mount(m, staging / f"private-{i}")
+                    locks += [lock] if lock is not None else []
+                    is_dir = True
+                elif m["type"] == "tmpfs":
+                    is_dir = True
+                else:
+                    raise OpError(f"unsupported mount type {m['type']}")
+                stubs += _mount_point(tree, target, is_dir)
+                if m["type"] == "tmpfs":
+                    options = (f"size={m['size']}",) if m.get("size") else ()
+                    out.append(RuntimeMount("tmpfs", "tmpfs", options, rel))
+                else:
+                    out.append(RuntimeMount("bind", str(source), ("rbind",), rel))
+        return out, stubs, locks
+
+
+def _mount_point(tree: Path, target: Path, is_dir: bool) -> list[str]:
+    """Create a missing mount point (and its missing parents); the paths made, for removal later."""
+    missing = []
+    probe = target
+    while not os.path.lexists(probe):
+        missing.append(probe)
+        probe = probe.parent
+    made = []
+    for index, path in enumerate(reversed(missing)):
+        if is_dir or index < len(missing) - 1:
+            path.mkdir(0o755)
+        else:
+            path.touch(0o644)
+        made.append("/" + os.path.relpath(path, tree))
+    return made
 
 
 # ---- file ops (COPY, ADD, WORKDIR, inline files) ------------------------------------------------------
