@@ -426,7 +426,8 @@ class ExecOp:
             return await in_thread(self.worker.new_layer_from, snapshot, root)
         finally:
             self.worker.remove_later(snapshot)
-            await in_thread(shutil.rmtree, staging, True)
+            if extra:
+                await in_thread(shutil.rmtree, staging, True)
 
     def _prepare_mounts(
         self, snapshot: Snapshot, inputs: list[Any], specs: list[dict], staging: Path
