@@ -229,6 +229,7 @@ def test_upload_request_waits_five_seconds_at_most(bench, monkeypatch):
         ({"outputs": [{"Type": "moby"}, {"Type": "local"}]}, "multiple outputs not supported"),
         ({"extra_hosts": ["nocolon"]}, "invalid host nocolon"),
         ({"extra_hosts": ["h:notanip"]}, "invalid host h:notanip"),
+        ({"extra_hosts": ["h:host-gateway"]}, "unable to derive the IP value for host-gateway"),
         ({"outputs": [{"Type": "tar"}]}, "exporter 'tar' could not be found"),
     ],
 )

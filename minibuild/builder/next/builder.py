@@ -365,6 +365,8 @@ def to_buildkit_extra_hosts(hosts: list[str]) -> str:
         host, sep, ip = entry.partition(":")
         if not sep or not host or not ip:
             raise errdefs.System(f"invalid host {entry}")
+        if ip == "host-gateway":  # the daemon's bridge gateway: minibuild has no bridge network
+            raise errdefs.System("unable to derive the IP value for host-gateway")
         try:
             ipaddress.ip_address(ip.strip("[]"))
         except ValueError:
