@@ -86,7 +86,7 @@ def test_login_with_basic_auth(basic_registry, env):
     auth = AuthConfig(username=USERNAME, password=PASSWORD, serveraddress=basic_registry.host)
     assert run(service.auth(auth)) == ("Login Succeeded", "")
     wrong = AuthConfig(username=USERNAME, password="nope", serveraddress=basic_registry.host)
-    with pytest.raises(errdefs.Unauthorized) as err:
+    with pytest.raises(errdefs.Unknown) as err:  # unmarked in dockerd 20.10: a 500, not a 401
         run(service.auth(wrong))
     assert str(err.value) == (
         f"login attempt to http://{basic_registry.host}/v2/ failed with status: 401 Unauthorized"

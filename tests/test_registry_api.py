@@ -287,6 +287,16 @@ def test_push_reference_errors_are_500(source, path, message):
     assert (status, document) == (500, {"message": message})
 
 
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [("fromImage=BAD&tag=v1", "invalid reference format: repository name must be lowercase"),
+     ("fromImage=x&tag=b%21d", "invalid tag format"),
+     ("fromImage=x&tag=sha256:abc", "invalid tag format")],  # not a digest, so a tag, and not a valid one
+)  # fmt: skip
+def test_pull_reference_errors_are_400(fresh, query, message):
+    assert stream(fresh, "POST", f"/v1.40/images/create?{query}")[::2] == (400, {"message": message})
+
+
 # --- credentials ----------------------------------------------------------------------------------------
 
 
@@ -369,11 +379,16 @@ def test_login_through_post_auth(basic_registry, fresh):
     )
     assert auth(legacy_url.encode())[0] == 200
     wrong = json.dumps({"username": USERNAME, "password": "nope", "serveraddress": basic_registry.host})
-    # The message is dockerd's; the status is newer dockerd's 401 (20.10 answered 500).
+    # dockerd 20.10 leaves a registry's refusal unmarked: 500 (later versions answer 401).
     assert auth(wrong.encode()) == (
-        401,
+        500,
         b'{"message":"login attempt to http://%s/v2/ failed with status: 401 Unauthorized"}\n'
         % basic_registry.host.encode(),
+    )
+    anonymous = json.dumps({"serveraddress": basic_registry.host})
+    assert auth(anonymous.encode()) == (
+        500,
+        b'{"message":"Get \\"http://%s/v2/\\": no basic auth credentials"}\n' % basic_registry.host.encode(),
     )
     for body, message in [
         (b"", "EOF"),
@@ -403,8 +418,36 @@ def test_login_on_a_token_registry_returns_an_identity_token(token_registry, sou
 def test_client_login_refused_is_an_api_error(basic_registry, fresh):
     with pytest.raises(APIError) as err:
         APIClient(fresh.host).registry_login(AuthConfig(USERNAME, "nope", serveraddress=basic_registry.host))
-    assert err.value.status_code == 401
+    assert err.value.status_code == 500
     assert str(err.value).startswith("Error response from daemon: login attempt to ")
+
+
+def test_login_refused_by_a_token_server_is_401(token_registry, fresh):
+    with pytest.raises(APIError) as err:
+        APIClient(fresh.host).registry_login(AuthConfig(USERNAME, "nope", serveraddress=token_registry.host))
+    assert err.value.status_code == 401
+    assert str(err.value) == (
+        f'Error response from daemon: Get "http://{token_registry.host}/v2/": '
+        "unauthorized: incorrect username or password"
+    )
+
+
+@pytest.mark.parametrize(
+    ("address", "status", "message"),
+    [("a b", 400, 'unable to parse server address: parse "https://a b": invalid character " " in host name'),
+     ("127.0.0.1:abc", 400,
+      'unable to parse server address: parse "https://127.0.0.1:abc": invalid port ":abc" after host'),
+     ("[::1", 400, 'unable to parse server address: parse "https://[::1": missing \']\' in host'),
+     ("a\x01b", 400,
+      'unable to parse server address: parse "https://a\\x01b": net/url: invalid control character in URL'),
+     ("https://", 500, 'Get "https:/v2/": http: no Host in request URL'),
+     ("127.0.0.1:1", 500, 'Get "http://127.0.0.1:1/v2/": dial tcp 127.0.0.1:1: connect: connection refused')],
+)  # fmt: skip
+def test_login_failures_have_dockerds_status(fresh, address, status, message):
+    """An address url.Parse refuses is the client's mistake (400); failing to reach a registry is a 500."""
+    body = json.dumps({"username": "u", "password": "p", "serveraddress": address}).encode()
+    answer = raw_request(fresh.socket_path, "POST", "/v1.40/auth", body, {"Content-Type": "application/json"})
+    assert (answer[0], json.loads(answer[2])) == (status, {"message": message})
 
 
 # --- cancellation ---------------------------------------------------------------------------------------

@@ -238,6 +238,23 @@ def test_login_with_stored_credentials_and_a_url_as_server(basic_registry, fresh
     (docker_config / "config.json").write_text(json.dumps(stale))
     code, out, err = invoke(fresh, env, "login", basic_registry.host)
     assert (code, out) == (1, "")
+    # dockerd 20.10 answers a registry's refusal with a 500, so the CLI does not call it "invalid or expired".
+    assert err.endswith(
+        "Login did not succeed, error: Error response from daemon: login attempt to "
+        f"http://{basic_registry.host}/v2/ failed with status: 401 Unauthorized\n"
+        "Error: Cannot perform an interactive login from a non TTY device\n"
+    )
+
+
+def test_stored_credentials_a_token_server_refuses_are_invalid_or_expired(token_registry, fresh, env):
+    """Only the token server's refusal is a 401 from dockerd 20.10: the CLI's "invalid or expired" case."""
+    stale = {"auths": {token_registry.host: {"auth": basic_auth_entry(USERNAME, "stale")}}}
+    config = env["DOCKER_CONFIG"]
+    os.makedirs(config)
+    with open(os.path.join(config, "config.json"), "w") as f:
+        json.dump(stale, f)
+    code, out, err = invoke(fresh, env, "login", token_registry.host)
+    assert (code, out) == (1, "")
     assert err.endswith(
         "Stored credentials invalid or expired\n"
         "Error: Cannot perform an interactive login from a non TTY device\n"

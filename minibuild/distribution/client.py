@@ -93,6 +93,11 @@ class Transport:
         timeout: aiohttp.ClientTimeout = TRANSFER_TIMEOUT,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send a request; the response is released on leaving the block."""
+        parts = urlsplit(url)
+        if parts.netloc.endswith(":"):  # http.NewRequest drops an empty port (removeEmptyPort)
+            url = parts._replace(netloc=parts.netloc[:-1]).geturl()
+        if not parts.netloc:  # `https://` + an empty host name: Go's client refuses it
+            raise URLError(method, url, "http: no Host in request URL")
         all_headers = {"User-Agent": USER_AGENT, **(headers or {})}
         try:
             if self.authorizer is not None:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import aiohttp
 
-from minibuild import errdefs
+from minibuild import errdefs, gourl
 from minibuild.distribution.auth import AuthConfig, Authorizer, TokenHandler, resolve_auth_config
 from minibuild.distribution.client import Transport
-from minibuild.distribution.config import INDEX_HOSTNAME, IndexInfo, ServiceConfig, new_index_info
-from minibuild.distribution.errors import RegistryError
+from minibuild.distribution.config import INDEX_SERVER, IndexInfo, ServiceConfig, new_index_info
+from minibuild.distribution.errors import ErrcodeError, RegistryError, URLError
 from minibuild.distribution.manifest import Platform
 from minibuild.distribution.metadata import V2MetadataService
 from minibuild.distribution.progress import NullOutput, Output
@@ -124,15 +124,18 @@ class RegistryService:
         return await push(store, parse_reference(ref), options)
 
     async def auth(self, auth: AuthConfig) -> tuple[str, str]:
-        """Auth (`docker login` through POST /auth): check credentials; return (status, identity token)."""
-        hostname = INDEX_HOSTNAME
-        if auth.serveraddress:
-            address = auth.serveraddress
-            if not address.startswith(("http://", "https://")):
-                address = "https://" + address
-            hostname = address.split("://", 1)[1].split("/", 1)[0]
-            if not hostname:
-                raise errdefs.InvalidParameter(f"unable to parse server address: {auth.serveraddress}")
+        """Auth (`docker login` through POST /auth): check credentials; return (status, identity token).
+
+        Statuses as dockerd 20.10 answers: 400 for an address url.Parse refuses, 401 when the token server
+        refuses the credentials, 500 for the rest (a registry's 401 to them included: Go leaves it unmarked).
+        """
+        address = auth.serveraddress or INDEX_SERVER
+        if not address.startswith(("https://", "http://")):
+            address = "https://" + address
+        try:
+            hostname = gourl.parse(address).host
+        except gourl.URLParseError as err:
+            raise errdefs.InvalidParameter(f"unable to parse server address: {err}") from None
         last_error: Exception | None = None
         async with aiohttp.ClientSession() as session:
             for endpoint in lookup_push_endpoints(self.config, hostname):
@@ -141,8 +144,16 @@ class RegistryService:
                 except FallbackError as err:
                     last_error = err.err
                 except RegistryError as err:
-                    raise errdefs.Unauthorized(str(err)) from None
-        raise errdefs.Unauthorized(str(last_error))
+                    raise translate_v2_auth_error(err) from None
+        raise errdefs.Unknown(str(last_error))
+
+
+def translate_v2_auth_error(err: RegistryError) -> errdefs.DockerError:
+    """translateV2AuthError: a token server's `unauthorized` is a 401; anything else stays unmarked (500)."""
+    cause = err.cause if isinstance(err, URLError) else None
+    if isinstance(cause, ErrcodeError) and cause.code == "UNAUTHORIZED":
+        return errdefs.Unauthorized(str(err))
+    return errdefs.Unknown(str(err))
 
 
 async def _login_v2(
