@@ -418,3 +418,13 @@ def test_run_mount_tmpfs_and_bind(bench, tmp_path):
     assert again.cached("[stage-1 5/5] COPY src /copied")
     changed = bench.build(df, {**files, "src/a.txt": b"new\n"})
     assert b"new\n" in changed.logs()
+
+
+def test_add_hosts_and_network_mode_reach_the_steps(bench):
+    built = bench.build(
+        "FROM busybox:local\nRUN grep myhost /etc/hosts && hostname\n",
+        extra_hosts=["myhost:10.1.2.3"],
+        network_mode="none",
+    )
+    built.ok()
+    assert built.logs() == b"10.1.2.3\tmyhost\nbuildkitsandbox\n"
