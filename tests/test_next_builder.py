@@ -428,3 +428,41 @@ def test_add_hosts_and_network_mode_reach_the_steps(bench):
     )
     built.ok()
     assert built.logs() == b"10.1.2.3\tmyhost\nbuildkitsandbox\n"
+
+
+def test_an_uploaded_build_can_still_be_cancelled_by_its_id(bench):
+    body = tar_of({"Dockerfile": b"FROM busybox:local\nRUN sleep 30\n"})
+
+    async def request(build_id: str, remote: str, data: bytes):
+        path = bench.data_root / f"req-{os.urandom(3).hex()}"
+        path.write_bytes(data)
+        sink = BufferSink()
+        writer = ProgressWriter(sink, None, None, AuxFormatter(sink), JSONProgressOutput(sink))
+        options = ImageBuildOptions(version="2", build_id=build_id, remote_context=remote)
+        try:
+            return await bench.builder.build(BuildConfig(path, options, writer))
+        finally:
+            path.unlink()
+
+    async def main():
+        waiter = asyncio.ensure_future(request("pair2", "upload-request", b""))
+        assert await request("upload-request:pair2", "", body) is None  # the upload half returns first
+        await asyncio.sleep(0.5)
+        await bench.builder.cancel("pair2")
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            return "cancelled"
+        return "finished"
+
+    assert asyncio.run(main()) == "cancelled"
+    assert bench.builder.jobs == {}
+
+
+def test_prune_until_accepts_durations_and_times(bench):
+    bench.build("FROM busybox:local\nRUN echo recent\n").ok()
+    for until in ("24h", "2020-01-01T00:00:00Z", "1600000000"):
+        report = asyncio.run(bench.backend.prune_cache(BuildCachePruneOptions(filters={"until": until})))
+        assert report.caches_deleted is None  # everything was used after that
+    with pytest.raises(errdefs.InvalidParameter, match='time: invalid duration "soon"'):
+        asyncio.run(bench.backend.prune_cache(BuildCachePruneOptions(filters={"until": "soon"})))

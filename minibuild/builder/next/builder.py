@@ -15,6 +15,7 @@ import base64
 import ipaddress
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from minibuild.builder.next.controller import CONTEXT_SCHEME, Controller, SolveR
 from minibuild.builder.next.exporter import EXPORTER_IMAGE, EXPORTER_MOBY, sanitize_repo_and_tags
 from minibuild.distribution import RegistryService
 from minibuild.dockerfile.gotext import parse_duration
+from minibuild.image.image import InvalidImageConfig, parse_time
 from minibuild.image.reference import InvalidReference
 from minibuild.image.service import ImageService
 from minibuild.runtime import Runtime, default_runtime
@@ -133,10 +135,7 @@ class Builder:
         for name in ("until", "unused-for"):
             value = filters.pop(name, None)
             if value:
-                try:
-                    keep_duration = parse_duration(value) / 1e9
-                except ValueError as err:
-                    raise errdefs.InvalidParameter(f"failed to prune build cache: {err}") from None
+                keep_duration = _keep_duration(value)
         report = await self.controller.prune(
             all=options.all, keep_storage=options.keep_storage, keep_duration=keep_duration, filters=filters
         )
@@ -157,16 +156,18 @@ class Builder:
             if upload:
                 build_id = build_id[len(UPLOAD_REQUEST) + 1 :]
             job = self.jobs.setdefault(build_id, _BuildJob())
-            job.cancel = asyncio.current_task()
             if upload:
+                # The upload half only hands its body over; the build (and what cancels it) is the
+                # other request's, which forgets the job when it ends.
                 try:
                     async with asyncio.timeout(UPLOAD_WAIT):
                         await job.set_upload(config.source)
                 except TimeoutError:
+                    if job.cancel is None:
+                        self._forget(build_id, job)
                     raise errdefs.Deadline("context deadline exceeded") from None
-                finally:
-                    self._forget(build_id, job)
                 return None
+            job.cancel = asyncio.current_task()
             if options.remote_context == UPLOAD_REQUEST:
                 try:
                     async with asyncio.timeout(UPLOAD_WAIT):
@@ -356,6 +357,19 @@ def _first(group: BaseException) -> BaseException:
         if not isinstance(err, asyncio.CancelledError):
             return err
     return group.exceptions[0]
+
+
+def _keep_duration(value: str) -> float:
+    """until=: a Go duration (`24h`) or a time (RFC 3339, or Unix seconds), as seconds before now."""
+    try:
+        return parse_duration(value) / 1e9
+    except ValueError as err:
+        duration_error = err
+    try:
+        seconds = float(value) if value.replace(".", "", 1).isdigit() else parse_time(value) / 1e9
+    except (ValueError, InvalidImageConfig):
+        raise errdefs.InvalidParameter(f"failed to prune build cache: {duration_error}") from None
+    return max(time.time() - seconds, 0.0)
 
 
 def to_buildkit_extra_hosts(hosts: list[str]) -> str:
