@@ -466,3 +466,40 @@ def test_prune_until_accepts_durations_and_times(bench):
         assert report.caches_deleted is None  # everything was used after that
     with pytest.raises(errdefs.InvalidParameter, match='time: invalid duration "soon"'):
         asyncio.run(bench.backend.prune_cache(BuildCachePruneOptions(filters={"until": "soon"})))
+
+
+def test_add_a_url(bench, tmp_path):
+    import http.server
+    import threading
+
+    served = {"body": b"first\n"}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(served["body"])))
+            self.send_header("Last-Modified", "Tue, 14 Nov 2023 22:13:20 GMT")
+            self.end_headers()
+            self.wfile.write(served["body"])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/dir/file.txt"
+        df = f"FROM busybox:local\nADD {url} /dl/\nRUN cat /dl/file.txt\n"
+        first = bench.build(df)
+        tree = bench.tree(first.ok(), tmp_path / "t")
+        st = os.stat(tree / "dl" / "file.txt")
+        assert (tree / "dl" / "file.txt").read_bytes() == b"first\n"
+        assert (st.st_mode & 0o777, int(st.st_mtime)) == (0o600, 1700000000)
+        assert bench.build(df).cached("[3/3] RUN cat /dl/file.txt")
+        served["body"] = b"second\n"
+        changed = bench.build(df)
+        assert changed.logs() == b"second\n"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -32,6 +32,7 @@ import tarfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -303,7 +304,11 @@ class ContextSourceOp:
 
 
 class HTTPSourceOp:
-    """ADD <url>: the file, downloaded when the key is computed (its key is its content)."""
+    """ADD <url>: the file, downloaded when the key is computed (its key: its content and its time).
+
+    The download lands, under a name made of both, beside the unpacked contexts: a later build that
+    gets the same file finds it there.
+    """
 
     def __init__(self, worker: Worker, vertex: Vertex) -> None:
         self.worker, self.vertex = worker, vertex
@@ -311,14 +316,14 @@ class HTTPSourceOp:
         name = vertex.op["attrs"].get("http.filename", "")
         self.filename = name if name not in ("", ".", "..") and "/" not in name else "__unnamed__"
         self.download: Path | None = None
-        self.mtime = 0.0
 
     async def cache_map(self, ctx: ExecContext) -> CacheMap:
         digest = await in_thread(self._download)
         return CacheMap(op_digest(self.vertex, digest))
 
     def _download(self) -> str:
-        staging = self.worker.cache.manager.staging_dir("http-")
+        manager = self.worker.cache.manager
+        staging = manager.staging_dir("http-")
         staging.mkdir()
         target = staging / self.filename
         h = hashlib.sha256()
@@ -331,28 +336,34 @@ class HTTPSourceOp:
                         h.update(chunk)
                         out.write(chunk)
                 modified = resp.headers.get("Last-Modified")
+            os.chmod(target, 0o600)  # BuildKit's mode for downloaded files
+            mtime = _http_time(modified)
+            if mtime is not None:
+                os.utime(target, (mtime, mtime))
+            digest = (
+                "sha256:" + hashlib.sha256(f"{h.hexdigest()} {self.filename} {mtime}".encode()).hexdigest()
+            )
+            self.download = manager.context_dir("http-" + digest[7:])
+            manager.install_dir(staging, self.download)
         except requests.RequestException as err:
-            shutil.rmtree(staging, ignore_errors=True)
             raise OpError(f"failed to load cache key: {err}") from None
-        except BaseException:
+        finally:
             shutil.rmtree(staging, ignore_errors=True)
-            raise
-        os.chmod(target, 0o600)  # BuildKit's mode for downloaded files
-        if modified:
-            from email.utils import parsedate_to_datetime
-
-            with contextlib.suppress(TypeError, ValueError):
-                self.mtime = parsedate_to_datetime(modified).timestamp()
-                os.utime(target, (self.mtime, self.mtime))
-        self.download = staging
-        return "sha256:" + h.hexdigest()
+        return digest
 
     async def exec(self, ctx: ExecContext, inputs: list[Any]) -> Ref:
         assert self.download is not None
-        digest = op_digest(self.vertex, str(self.mtime))
-        final = self.worker.cache.manager.context_dir("http-" + digest[7:])
-        await in_thread(self.worker.cache.manager.install_dir, self.download, final)
-        return Ref((), final, time.time())
+        return Ref((), self.download, time.time())
+
+
+def _http_time(value: str | None) -> float | None:
+    """A Last-Modified header as Unix seconds (None when absent or unreadable)."""
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 # ---- exec (RUN) -----------------------------------------------------------------------------------------
