@@ -1,8 +1,11 @@
 """The BuildKit-style builder end to end through Backend.build, with real RUN steps on busybox."""
 
 import asyncio
+import contextlib
+import http.server
 import os
 import re
+import threading
 
 import pytest
 from test_next_harness import IMAGE_ID, NextBench, needs_root, snapshot_of_tree, tar_of
@@ -468,11 +471,9 @@ def test_prune_until_accepts_durations_and_times(bench):
         asyncio.run(bench.backend.prune_cache(BuildCachePruneOptions(filters={"until": "soon"})))
 
 
-def test_add_a_url(bench, tmp_path):
-    import http.server
-    import threading
-
-    served = {"body": b"first\n"}
+@contextlib.contextmanager
+def http_server(served: dict):
+    """A local HTTP server answering every GET with served["body"] (and a fixed Last-Modified)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's name
@@ -489,8 +490,16 @@ def test_add_a_url(bench, tmp_path):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        url = f"http://127.0.0.1:{server.server_port}/dir/file.txt"
-        df = f"FROM busybox:local\nADD {url} /dl/\nRUN cat /dl/file.txt\n"
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_add_a_url(bench, tmp_path):
+    served = {"body": b"first\n"}
+    with http_server(served) as base:
+        df = f"FROM busybox:local\nADD {base}/dir/file.txt /dl/\nRUN cat /dl/file.txt\n"
         first = bench.build(df)
         tree = bench.tree(first.ok(), tmp_path / "t")
         st = os.stat(tree / "dl" / "file.txt")
@@ -498,8 +507,16 @@ def test_add_a_url(bench, tmp_path):
         assert (st.st_mode & 0o777, int(st.st_mtime)) == (0o600, 1700000000)
         assert bench.build(df).cached("[3/3] RUN cat /dl/file.txt")
         served["body"] = b"second\n"
-        changed = bench.build(df)
-        assert changed.logs() == b"second\n"
-    finally:
-        server.shutdown()
-        server.server_close()
+        assert bench.build(df).logs() == b"second\n"
+
+
+def test_a_remote_context(bench):
+    served = {
+        "body": tar_of(
+            {"Dockerfile": b"FROM busybox:local\nCOPY a.txt /\nRUN cat /a.txt\n", "a.txt": b"far\n"}
+        )
+    }
+    with http_server(served) as base:
+        built = asyncio.run(bench.build_async("", body=b"", remote_context=f"{base}/ctx.tar"))
+    built.ok()
+    assert built.logs() == b"far\n"
