@@ -77,7 +77,8 @@ def test_basic_auth_push_without_credentials(basic_registry, env):
     (service, stores), _ = env
     ref = f"{basic_registry.host}/private/anon:v1"
     stores.add_reference(parse_normalized_named(ref), make_image(stores, [LAYER]))
-    with pytest.raises(DistributionError, match=r'^(Head|Post) "http://.*": no basic auth credentials$'):
+    # Missing credentials lose the request's URL on the way out of a layer upload (retryOnError).
+    with pytest.raises(DistributionError, match="^no basic auth credentials$"):
         run(push_image(service, stores, ref))
 
 

@@ -34,8 +34,11 @@ from minibuild.distribution.errors import (
     ErrcodeError,
     ErrcodeErrors,
     ErrorCode,
+    NoBasicAuthCredentials,
+    NoToken,
     URLError,
     handle_error_response,
+    retry_on_error,
     translate_pull_error,
 )
 from minibuild.distribution.manifest import (
@@ -440,6 +443,15 @@ def test_translate_pull_error():
     )  # Go's bare codes stay Unknown
     url_error = translate_pull_error(URLError("HEAD", "http://h/v2/", "boom"), "x", "x:1")
     assert str(url_error) == 'Head "http://h/v2/": boom' and url_error.status_code == 500
+
+
+def test_a_transfer_reports_missing_credentials_without_the_url():
+    for cause in (NoBasicAuthCredentials(), NoToken()):
+        assert retry_on_error(URLError("POST", "http://h/v2/x/blobs/uploads/", cause)) is cause
+    other = URLError("HEAD", "http://h/v2/x/blobs/sha256:a", "boom")
+    assert retry_on_error(other) is other
+    denied = ErrcodeErrors([ErrcodeError("DENIED")])
+    assert retry_on_error(denied) is denied
 
 
 # --- metadata ---------------------------------------------------------------------------------------------

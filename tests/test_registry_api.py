@@ -304,9 +304,11 @@ def test_basic_auth_pull_needs_the_credentials_of_x_registry_auth(basic_registry
     name = f"{basic_registry.host}/private/app"
     image_id = tagged_image(source, f"{name}:v1")
     status, _, messages = push(source, name, "v1")  # anonymous: refused once the registry is asked
-    # dockerd unwraps this one to the bare "no basic auth credentials"; the registry client keeps the URL.
-    assert (status, messages[-1]["errorDetail"]["message"]) == (200, messages[-1]["error"])
-    assert messages[-1]["error"].endswith("no basic auth credentials")
+    # A layer upload reports missing credentials without the URL (retryOnError); a pull keeps it.
+    assert (status, messages[-1]) == (
+        200,
+        {"errorDetail": {"message": "no basic auth credentials"}, "error": "no basic auth credentials"},
+    )
     status, _, messages = push(source, name, "v1", GOOD)
     assert "aux" in messages[-1]
 
@@ -608,7 +610,7 @@ def test_docker_py_pulls_pushes_and_logs_in(basic_registry, source, fresh):
         out = list(pusher.push(name, tag="v1", stream=True, decode=True, auth_config=auth))
         assert out[-1]["aux"]["Tag"] == "v1"
         anonymous = list(pusher.push(name, tag="v1", stream=True, decode=True))
-        assert anonymous[-1]["error"].endswith("no basic auth credentials")
+        assert anonymous[-1]["error"] == "no basic auth credentials"
     finally:
         pusher.close()
     puller = docker.APIClient(base_url=fresh.host)

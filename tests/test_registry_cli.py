@@ -191,7 +191,7 @@ def test_login_pull_logout_round_trip(basic_registry, source, fresh, env, docker
     name = f"{basic_registry.host}/private/app"
     image_id = tagged_image(source, f"{name}:v1")
     code, _, err = invoke(source, env, "push", f"{name}:v1")
-    assert code == 1 and err.endswith("no basic auth credentials\n")  # no credentials stored yet
+    assert (code, err) == (1, "no basic auth credentials\n")  # no credentials stored yet
 
     code, out, err = invoke(source, env, "login", "-u", USERNAME, "-p", PASSWORD, basic_registry.host)
     config_path = docker_config / "config.json"

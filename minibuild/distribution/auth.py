@@ -27,6 +27,7 @@ from minibuild.api import jsondecode
 from minibuild.distribution.config import INDEX_SERVER, IndexInfo, proxy_for
 from minibuild.distribution.errors import (
     NoBasicAuthCredentials,
+    NoToken,
     RegistryError,
     URLError,
     handle_error_response,
@@ -331,7 +332,7 @@ class TokenHandler:
         doc = await self._token_request("GET", realm, params=query, headers=headers)
         token = doc.get("access_token") or doc.get("token")
         if not token:
-            raise RegistryError("authorization server did not include a token in the response")
+            raise NoToken()
         return str(token), _token_lifetime(doc)
 
     async def _fetch_with_oauth(self, realm: str, service: str) -> tuple[str, float]:
@@ -345,7 +346,7 @@ class TokenHandler:
         doc = await self._token_request("POST", realm, data=form)
         token = doc.get("access_token")
         if not token:
-            raise RegistryError("authorization server did not include a token in the response")
+            raise NoToken()
         return str(token), _token_lifetime(doc)
 
     async def _token_request(self, method: str, realm: str, **kwargs: object) -> dict:

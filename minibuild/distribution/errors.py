@@ -94,6 +94,11 @@ class NoBasicAuthCredentials(RegistryError):
         super().__init__("no basic auth credentials")
 
 
+class NoToken(RegistryError):
+    def __init__(self) -> None:
+        super().__init__("authorization server did not include a token in the response")
+
+
 class URLError(RegistryError):
     """Go's *url.Error: `<Method> "<url>": <cause>`."""
 
@@ -102,6 +107,18 @@ class URLError(RegistryError):
         self.url = url
         self.cause = cause
         super().__init__(f'{method[:1].upper()}{method[1:].lower()} "{url}": {cause}')
+
+
+def retry_on_error(err: Exception) -> Exception:
+    """What a layer transfer reports when it fails (retryOnError).
+
+    Missing credentials are given up on at once and reported without the request's URL: dockerd says
+    `no basic auth credentials` where a manifest request says `Head "…": no basic auth credentials`.
+    (moby also retries the other failures a few times; minibuild does not retry transfers.)
+    """
+    if isinstance(err, URLError) and isinstance(err.cause, NoBasicAuthCredentials | NoToken):
+        return err.cause
+    return err
 
 
 def _go_quote(data: bytes) -> str:

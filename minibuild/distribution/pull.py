@@ -33,8 +33,10 @@ from minibuild.distribution.errors import (
     ErrcodeErrors,
     InvalidManifestError,
     PullNotFoundError,
+    RegistryError,
     UnexpectedHTTPResponseError,
     first_error,
+    retry_on_error,
     translate_pull_error,
 )
 from minibuild.distribution.manifest import (
@@ -340,6 +342,8 @@ class _DownloadManager:
                 try:
                     for layer in to_fetch:  # registration follows the stack, downloads run ahead of it
                         top = await self._register(layer, await fetches[layer.descriptor.digest], top)
+                except RegistryError as err:
+                    raise retry_on_error(err) from None
                 finally:
                     for task in fetches.values():
                         task.cancel()
