@@ -240,6 +240,15 @@ def test_loopback_and_listed_registries_are_insecure():
     assert is_secure_index(ServiceConfig(), "no-such-host.invalid")
 
 
+def test_an_insecure_bare_ip_is_an_index_name_not_a_network():
+    """registry/config.go: only a CIDR is a network; `10.9.8.7` names one index, not `10.9.8.7:5000`."""
+    config = ServiceConfig(insecure_registries=["10.9.8.7", "10.9.9.0/24", "10.9.10.1/32"])
+    assert not is_secure_index(config, "10.9.8.7")
+    assert is_secure_index(config, "10.9.8.7:5000")
+    assert not is_secure_index(config, "10.9.9.200:5000") and not is_secure_index(config, "10.9.10.1:443")
+    assert config.insecure_names == {"10.9.8.7"}
+
+
 def test_endpoints():
     config = ServiceConfig(mirrors=["mirror.local:5000"])
     hub = lookup_pull_endpoints(config, "docker.io")

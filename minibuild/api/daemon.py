@@ -49,7 +49,7 @@ from minibuild.api.router.system import SystemRouter
 from minibuild.api.server import ENGINE_VERSION, OS_TYPE, Server
 from minibuild.defaults import default_data_root, default_host
 from minibuild.distribution import AuthConfig, RegistryService, ServiceConfig
-from minibuild.distribution.config import DEFAULT_INSECURE_CIDRS, INDEX_NAME
+from minibuild.distribution.config import DEFAULT_INSECURE_CIDRS, INDEX_NAME, parse_cidr
 from minibuild.image.service import ImageService
 
 log = logging.getLogger("minibuild.daemon")
@@ -179,16 +179,6 @@ def _split_host_port(value: str) -> tuple[str, str]:
     return value, ""
 
 
-def _cidr(value: str) -> str | None:
-    """net.ParseCIDR: `10.0.0.0/8` (a bare address is a host, not a network); None if not one."""
-    if "/" not in value:
-        return None
-    try:
-        return str(ipaddress.ip_network(value, strict=False))
-    except ValueError:
-        return None
-
-
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -215,7 +205,7 @@ def validate_insecure_registry(value: str) -> str:
     else:
         if "://" in value:
             raise DaemonError(f"insecure registry {value} should not contain '://'")
-    if _cidr(value) is not None:
+    if parse_cidr(value) is not None:
         return value
     host, port = _split_host_port(value)
     if not _HOST_PORT_RE.fullmatch(value) and not _is_ip(host):
@@ -238,11 +228,11 @@ def registry_info(config: ServiceConfig) -> dict[str, Any]:
     cidrs: list[str] = []
     indexes: dict[str, dict[str, Any]] = {}
     for entry in [*config.insecure_registries, *DEFAULT_INSECURE_CIDRS]:
-        network = _cidr(entry)
+        network = parse_cidr(entry)
         if network is None:
             indexes[entry] = {"Name": entry, "Mirrors": [], "Secure": False, "Official": False}
-        elif network not in cidrs:
-            cidrs.append(network)
+        elif str(network) not in cidrs:
+            cidrs.append(str(network))
     indexes[INDEX_NAME] = {
         "Name": INDEX_NAME,
         "Mirrors": list(config.mirrors),

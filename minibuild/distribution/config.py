@@ -1,7 +1,8 @@
 """Which registries are secure, and what Docker Hub is called (moby registry/config.go).
 
 A registry is "secure" (https only, certificates verified) unless it is listed in the daemon's insecure
-registries (a host[:port] or a CIDR) or its address is on loopback: moby's default insecure CIDR is
+registries (by name: host[:port] exactly as written, a bare IP included; or a CIDR its address falls in)
+or its address is on loopback: moby's default insecure CIDR is
 127.0.0.0/8, so `localhost:5000` and `127.0.0.1:5000` are spoken to over http after https fails.
 Docker Hub goes by several names (`docker.io`, `index.docker.io`) and is keyed in credential stores by
 its legacy v1 URL `https://index.docker.io/v1/`. Proxies come from the environment as Go reads them.
@@ -32,10 +33,22 @@ class ServiceConfig:
         self.insecure_names: set[str] = set()
         for entry in self.insecure_registries:
             entry = entry.removeprefix("http://").removeprefix("https://").rstrip("/")
-            try:
-                self.insecure_cidrs.append(ipaddress.ip_network(entry, strict=False))
-            except ValueError:
-                self.insecure_names.add(entry)
+            network = parse_cidr(entry)
+            if network is None:
+                self.insecure_names.add(entry)  # an index name, a bare IP too: matched as written
+            else:
+                self.insecure_cidrs.append(network)
+
+
+def parse_cidr(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    """net.ParseCIDR: `10.0.0.0/8` (host bits allowed), else None (a bare address is no network)."""
+    _, slash, bits = value.partition("/")
+    if not slash or not (bits.isascii() and bits.isdigit()):
+        return None
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
