@@ -5,14 +5,16 @@ A result (`Ref`, BuildKit's ImmutableRef) is a stack of layers in the builder's 
 RUN or COPY adds one layer on top of its input's stack, or none when it changed nothing — or, for the
 build context, a plain directory. A `CacheRecord` maps a cache key to a result:
 
-    <data root>/buildkit/layers/     the layer store (layer tars by chain ID)
-    <data root>/buildkit/contexts/   unpacked build contexts, one directory per content key
-    <data root>/buildkit/records/    one JSON file per record, written atomically
+    <data root>/buildkit/cache/layers/       the layer store (layer tars by chain ID)
+    <data root>/buildkit/cache/contexts/     unpacked build contexts and downloads, by content
+    <data root>/buildkit/cache/cachemounts/  the directories of RUN --mount=type=cache
+    <data root>/buildkit/cache/records/      one JSON file per record, written atomically
 
 Every record holds a reference on its top layer, so layers live as long as some record (or running
 job) needs them; on start-up records whose layers are gone are dropped, then layers no record claims
 (a crash between writing a layer and its record) are swept. Records used by a running job are "in
-use" and survive a prune.
+use" and survive a prune. A job's new records are written when it closes (atomically, off the
+critical path of its steps).
 """
 
 from __future__ import annotations

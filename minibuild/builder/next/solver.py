@@ -20,7 +20,7 @@ The solver knows nothing about images or files: a worker maps each vertex to an 
 for real, timeline.py for the simulation) and a `CacheStore` keeps results (cache.py, or a dict).
 Where we simplify: BuildKit computes two keys for a copy from another stage (by definition first,
 then by content once the input ran); here a content checksum is only used where the op asks for one,
-which dockerfile2llb does for the build context alone, so a key never needs an expensive input run.
+which ops do for the build context alone, so a key never needs an expensive input run.
 """
 
 from __future__ import annotations
