@@ -1,4 +1,5 @@
-"""The build graph drawn with graphviz (what `buildctl debug dump-llb --dot` shows).
+"""The build graph drawn with graphviz (buildkit cmd/buildctl/debug/dumpllb.go, `buildctl debug
+dump-llb --dot`).
 
 One node per vertex, named as BuildKit names it (`[stage-3 2/4] COPY --from=a /a.txt /`) with its short
 digest; an edge from each input to the vertex that reads it. Sources, RUNs and file ops have their own

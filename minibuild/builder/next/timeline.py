@@ -1,4 +1,5 @@
-"""A build as a timeline, and the solver on a virtual clock (SIMULATION).
+"""A build as a timeline, and the solver on a virtual clock, SIMULATION (buildkit client/graph.go's vertex
+times, laid out as a Gantt chart; no BuildKit file simulates).
 
 `timeline(vertices)` turns the final state of each vertex — from a `ProgressWriter`, or decoded from the
 `moby.buildkit.trace` messages of any build, dockerd's included — into entries with start, end, cached
