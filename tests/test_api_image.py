@@ -53,7 +53,8 @@ def test_import_answers_one_status_message(daemon, image):
         ("fromSrc=-&changes=RUN%20echo%20x", ROOTFS, 400, "run is not a valid change command"),
         ("fromSrc=-&platform=bogus", ROOTFS, 400, '"bogus": unknown operating system or architecture: '
          "invalid argument"),
-        ("fromSrc=-&platform=windows/amd64", ROOTFS, 400, "unsupported os windows"),
+        ("fromSrc=-&platform=windows/amd64", ROOTFS, 400, "operating system is not supported"),
+        ("fromSrc=-&platform=darwin", ROOTFS, 400, "operating system is not supported"),
         ("fromSrc=-", b"not a tar at all", 500, "ApplyLayer exit status 1 stdout:  stderr: unexpected EOF"),
         ("", ROOTFS, 500, 'Get "http:": http: no Host in request URL'),
     ],
@@ -61,6 +62,12 @@ def test_import_answers_one_status_message(daemon, image):
 def test_import_errors(daemon, query, body, status, text):
     got = call(daemon, "POST", "/images/create?" + query, body)
     assert (got[0], message(got[2])) == (status, text)
+
+
+@pytest.mark.parametrize("platform", ["linux/arm64", "LINUX/amd64", "linux"])
+def test_import_takes_any_linux_platform(daemon, platform):
+    got = call(daemon, "POST", f"/images/create?fromSrc=-&platform={platform}", ROOTFS)
+    assert got[0] == 200 and json.loads(got[2])["status"].startswith("sha256:")
 
 
 def test_import_result_config(daemon, image):

@@ -260,8 +260,8 @@ class ImageRouter:
     async def _import(self, request: web.Request, platform: platforms.Platform | None) -> web.StreamResponse:
         src = form_value(request, "fromSrc")
         os_name = platform.os if platform else ""
-        if os_name and os_name != "linux":
-            raise errdefs.InvalidParameter(f"unsupported os {os_name}")
+        if os_name and os_name != "linux":  # system.IsOSSupported, checked before the body is read
+            raise errdefs.InvalidParameter("operating system is not supported")
         if src != "-":
             if src == "":
                 # What dockerd's URL download makes of an empty source.
