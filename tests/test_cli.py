@@ -11,7 +11,7 @@ from api_doubles import BinaryStdin, RecordingBuildBackend, Stream, tar_of
 
 from minibuild.api.daemon import embedded_daemon
 from minibuild.cli.build import BUILD, builder_version, convert_kv_strings_to_map_with_nil
-from minibuild.cli.command import StatusError
+from minibuild.cli.command import Command, StatusError
 from minibuild.cli.image import tabwriter
 from minibuild.cli.main import CLI, run
 
@@ -78,6 +78,37 @@ def test_wrong_number_of_arguments(daemon):
     code, _, err = invoke(daemon.host, "build")
     assert code == 1
     assert err.startswith("\"minibuild build\" requires exactly 1 argument.\nSee 'minibuild build --help'.")
+
+
+@pytest.mark.parametrize(
+    ("args", "argv", "first_line"),
+    [((0, 0), ["a"], '"minibuild x" accepts no arguments.'),  # NoArgs
+     ((1, 1), [], '"minibuild x" requires exactly 1 argument.'),  # ExactArgs
+     ((2, 2), ["a"], '"minibuild x" requires exactly 2 arguments.'),
+     ((1, None), [], '"minibuild x" requires at least 1 argument.'),  # RequiresMinArgs
+     ((2, None), [], '"minibuild x" requires at least 2 arguments.'),
+     ((0, 1), ["a", "b"], '"minibuild x" requires at most 1 argument.'),  # RequiresMaxArgs
+     ((0, 2), ["a", "b", "c"], '"minibuild x" requires at most 2 arguments.'),
+     ((1, 2), [], '"minibuild x" requires at least 1 and at most 2 arguments.'),  # RequiresRangeArgs
+     ((2, 3), [], '"minibuild x" requires at least 2 and at most 3 arguments.')],
+)  # fmt: skip
+def test_argument_count_messages_are_the_docker_clis(args, argv, first_line):
+    command = Command("x", "[OPTIONS] THING", "Do a thing", lambda ns, cli: 0, args=args)
+    with pytest.raises(StatusError) as err:
+        command.parse(argv)
+    assert err.value.code == 1
+    assert err.value.status == (
+        f"{first_line}\nSee 'minibuild x --help'.\n\nUsage:  minibuild x [OPTIONS] THING\n\nDo a thing"
+    )
+
+
+def test_import_ignores_arguments_after_the_repository(daemon, tmp_path):
+    rootfs = tmp_path / "rootfs.tar"
+    with tarfile.open(rootfs, "w") as tar:
+        info = tarfile.TarInfo("hello")
+        tar.addfile(info, io.BytesIO(b""))
+    code, out, _ = invoke(daemon.host, "import", str(rootfs), "minibuild-import:v1", "ignored")
+    assert code == 0 and out.startswith("sha256:")
 
 
 def test_unknown_command(daemon):

@@ -68,7 +68,9 @@ class Command:
     short: str
     run: Callable[[argparse.Namespace, Any], int | None]
     flags: list[Flag] = field(default_factory=list)
-    args: tuple[int, int | None] = (0, 0)  # how many positional arguments: (min, max or None)
+    # How many positional arguments, (min, max or None), as the docker CLI's validators: (0, 0) NoArgs,
+    # (n, n) ExactArgs, (n, None) RequiresMinArgs, (0, n) RequiresMaxArgs, else RequiresRangeArgs.
+    args: tuple[int, int | None] = (0, 0)
     aliases: tuple[str, ...] = ()
 
     def help_text(self, parent: str = PROG) -> str:
@@ -113,16 +115,24 @@ class Command:
         return ns
 
     def _args_message(self, lo: int, hi: int | None, parent: str) -> str:
+        """The docker CLI's cli/required.go wording, by the validator the (min, max) pair stands for."""
         full = f"{parent} {self.name}"
-        if hi == 0:
+        if hi == 0:  # NoArgs
             what = f'"{full}" accepts no arguments.'
-        elif lo == hi:
-            what = f'"{full}" requires exactly {lo} argument{"s" if lo != 1 else ""}.'
-        elif hi is None:
-            what = f'"{full}" requires at least {lo} argument{"s" if lo != 1 else ""}.'
-        else:
-            what = f'"{full}" requires at least {lo} and at most {hi} arguments.'
+        elif lo == hi:  # ExactArgs
+            what = f'"{full}" requires exactly {_arguments(lo)}.'
+        elif hi is None:  # RequiresMinArgs
+            what = f'"{full}" requires at least {_arguments(lo)}.'
+        elif lo == 0:  # RequiresMaxArgs
+            what = f'"{full}" requires at most {_arguments(hi)}.'
+        else:  # RequiresRangeArgs: the plural follows the maximum
+            what = f'"{full}" requires at least {lo} and at most {_arguments(hi)}.'
         return f"{what}\nSee '{full} --help'.\n\nUsage:  {full} {self.usage}\n\n{self.short}"
+
+
+def _arguments(count: int) -> str:
+    """`1 argument`, `2 arguments` (pluralize)."""
+    return f"{count} argument" + ("" if count == 1 else "s")
 
 
 def _split_bool_values(argv: list[str], flags: list[Flag]) -> tuple[list[str], list[Flag]]:

@@ -339,7 +339,7 @@ IMPORT = Command(
         Flag(("-m", "--message"), "Set commit message for imported image", "string"),
         Flag(("--platform",), "Set platform if server is multi-platform capable", "string"),
     ],
-    args=(1, 2),
+    args=(1, None),  # RequiresMinArgs(1): the docker CLI ignores arguments after the repository
 )
 
 
