@@ -19,6 +19,7 @@
 
 # %%
 import base64
+import inspect
 import logging
 import os
 from pathlib import Path
@@ -28,6 +29,7 @@ import matplotlib.pyplot as plt
 from minibuild import trace
 from minibuild.api.daemon import embedded_daemon
 from minibuild.api.types import ImageBuildOptions
+from minibuild.builder.next.solver import Job
 from minibuild.builder.next.timeline import (
     SIMULATION,
     TimelineEntry,
@@ -177,6 +179,24 @@ for name, entries in (("builder v1", v1), ("BuildKit-style", v2)):
     print(f"{name:>15}: makespan {makespan(entries):5.2f} s, work {total_work(entries):5.2f} s", end="")
     print(f", critical path {length:5.2f} s" if name != "builder v1" else "")
 print(f"speedup: ×{makespan(v1) / makespan(v2):.1f}")
+
+# %% [markdown]
+# ## Why the solver overlaps steps
+#
+# The classic loop `await`s one `dispatch` after another (notebook 05). The solver's core handles one
+# vertex: on a cache miss it starts a task for **every** input at once and only then waits for them,
+# so independent inputs run together; a limit on parallelism is a semaphore around the step itself
+# (BuildKit's scheduler does the same with its edges and a `max-parallelism` semaphore):
+
+# %%
+print(inspect.getsource(Job._solve))
+
+# %% [markdown]
+# And the critical path drawn in red above: for each step in start order, the longest chain of
+# durations through its inputs.
+
+# %%
+print(inspect.getsource(critical_path))
 
 # %% [markdown]
 # ## How far does it go? A simulation
