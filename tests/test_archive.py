@@ -1,15 +1,18 @@
 """Safe extraction: every case with a hand-made tar (moby pkg/archive's Unpack rules)."""
 
 import bz2
+import contextlib
 import gzip
 import io
 import lzma
 import os
 import shutil
 import stat
+import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -325,6 +328,70 @@ def test_unprivileged_extraction_for_real(tmp_path):
         assert not (out / "null").exists()
     finally:
         shutil.rmtree(base)
+
+
+# --- destinations reached through links --------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def private_mount(directory: Path) -> Iterator[Path]:
+    """`directory` as a process with its own mount namespace sees it, a tmpfs on top: /proc/<pid>/root/…
+
+    Skips where `unshare` or namespaces are unavailable. The process is ended by its pid on exit.
+    """
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("the unshare command (util-linux) is not installed")
+    user_ns = [] if IS_ROOT else ["--user", "--map-root-user"]
+    script = 'mount -t tmpfs tmpfs "$1" && echo ready && exec sleep 3600'
+    holder = subprocess.Popen(
+        [unshare, *user_ns, "--mount", "--propagation", "private", "sh", "-c", script, "sh", str(directory)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        if holder.stdout.readline() != b"ready\n":
+            pytest.skip("cannot make a mount namespace here")
+        yield Path(f"/proc/{holder.pid}/root") / str(directory).lstrip("/")
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
+def test_untar_into_another_mount_namespace_through_proc_root(tmp_path):
+    """A destination under /proc/<pid>/root is that process's view; realpath would name the host's."""
+    mount_point = tmp_path / "mnt"
+    mount_point.mkdir()
+    data = make_tar(
+        entry("etc", tarfile.DIRTYPE),
+        entry("etc/hostname", data=b"inside\n"),
+        entry("abs", tarfile.SYMTYPE, linkname="/etc"),
+        entry("abs/through-link", data=b"via /etc\n"),  # an absolute link resolves inside the view too
+    )
+    with private_mount(mount_point) as view:
+        assert extract(data, view / "rootfs") == len(b"inside\n") + len(b"via /etc\n")
+        assert (view / "rootfs/etc/hostname").read_bytes() == b"inside\n"
+        assert (view / "rootfs/etc/through-link").read_bytes() == b"via /etc\n"
+        assert os.readlink(view / "rootfs/abs") == "/etc"
+        assert list(mount_point.iterdir()) == []  # nothing landed on the host's side of the mount point
+
+
+def test_untar_through_a_symlinked_destination(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to("real")
+    data = make_tar(
+        entry("d/f", data=b"x"),
+        entry("up", tarfile.SYMTYPE, linkname="d"),
+        entry("hard", tarfile.LNKTYPE, linkname="/d/f"),
+    )
+    extract(data, tmp_path / "link" / "sub")
+    assert (real / "sub/d/f").read_bytes() == b"x"
+    assert os.readlink(real / "sub/up") == "d"
+    assert os.stat(real / "sub/hard").st_ino == os.stat(real / "sub/d/f").st_ino
+    with pytest.raises(ArchiveError, match="invalid symlink"):  # still judged against the destination
+        extract(make_tar(entry("out", tarfile.SYMTYPE, linkname="../../x")), tmp_path / "link" / "sub")
 
 
 # --- safety ------------------------------------------------------------------------------------------

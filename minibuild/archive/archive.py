@@ -3,7 +3,9 @@
 dockerd extracts inside a chroot of the destination (pkg/chrootarchive), so nothing in the tree can
 lead out of it. minibuild does not chroot: it resolves every parent directory with
 `follow_symlink_in_scope`, which gives the answer a chroot would give, and never follows a symlink in
-the last component of a path it creates. Rules, as pkg/archive's Unpack checks them:
+the last component of a path it creates. The destination itself is taken as given, like the chroot's
+directory, so one reached through a link (`/proc/<pid>/root/…`, a symlinked path) is filled where the
+link leads. Rules, as pkg/archive's Unpack checks them:
 
 * entry names are cleaned; absolute names land inside the destination (`/etc/x` -> `dest/etc/x`);
   names that still climb out (`../x`, `a/../../x`) are refused as breakouts (the chroot would have
@@ -146,7 +148,9 @@ class _Unpacker:
     def __init__(self, dest: Path, whiteouts: str, size_limit: int | None):
         if whiteouts not in _WHITEOUT_MODES:
             raise ValueError(f"whiteouts must be one of {_WHITEOUT_MODES}, not {whiteouts!r}")
-        self.root = os.path.realpath(dest)
+        # Cleaned, not resolved: a destination reached through /proc/<pid>/root (another mount namespace)
+        # only leads there through the kernel's own walk; what lies below it is resolved in scope.
+        self.root = os.path.abspath(dest)
         self.whiteouts = whiteouts
         self.size_limit = size_limit
         self.written = 0
