@@ -13,7 +13,6 @@ import pytest
 from test_next_harness import needs_root, new_builder, tar_of
 
 from minibuild.api.daemon import embedded_daemon
-from minibuild.builder.next import progressui  # noqa: F401  (registers the CLI's renderers)
 from minibuild.builder.next.progress import StatusResponse
 from minibuild.builder.next.timeline import timeline, vertices_from_trace
 from minibuild.cli.main import CLI, run

@@ -10,7 +10,7 @@ Both read the same thing: StatusResponses decoded from `moby.buildkit.trace` mes
 * `TTYDisplay` redraws a live view on a terminal: `[+] Building 1.2s (7/9)`, one line per step with its
   time, the last lines of output of running steps under them.
 
-Importing this module registers both with the CLI (`minibuild.cli.progress.register_trace_renderer`).
+`minibuild build` (minibuild.cli.progress) picks one by `--progress`.
 """
 
 from __future__ import annotations
@@ -264,13 +264,3 @@ class TTYDisplay:
             self.out.write("\x1b[K\n")
         self.lines_drawn = max(len(lines), self.lines_drawn)
         self.out.flush()
-
-
-def _register() -> None:
-    from minibuild.cli.progress import register_trace_renderer
-
-    register_trace_renderer("plain", PlainPrinter)
-    register_trace_renderer("tty", TTYDisplay)
-
-
-_register()
