@@ -13,6 +13,7 @@ import time
 import pytest
 from api_doubles import raw_request
 
+from minibuild.api import daemon as daemon_module
 from minibuild.api.daemon import (
     Daemon,
     DaemonConfig,
@@ -21,6 +22,7 @@ from minibuild.api.daemon import (
     embedded_daemon,
     parse_daemon_host,
 )
+from minibuild.api.router.image import ImageRouter
 from minibuild.client import APIClient
 from minibuild.defaults import default_host, default_socket_path
 
@@ -144,6 +146,37 @@ def test_embedded_daemon_is_idempotent(tmp_path):
         assert restarted is not first and restarted.running
     finally:
         restarted.stop()
+
+
+def test_one_registry_service_per_data_root(tmp_path):
+    """Pulls and pushes (the image router) and both builders' FROM pulls share the daemon's service."""
+    with embedded_daemon(tmp_path / "root") as d:
+        service = d.daemon.registry_service
+        assert service is not None and service.root == tmp_path / "root" / "distribution"
+        backend = d.daemon.build_backend
+        assert backend.components.registry is service
+        assert backend.buildkit.controller.registry is service
+        (image_router,) = [r for r in d.daemon.server.routers if isinstance(r, ImageRouter)]
+        assert image_router.registry is service
+
+
+def test_the_build_backend_is_made_off_the_event_loop(tmp_path, monkeypatch):
+    """Making it probes overlay and sweeps leftovers: a worker thread does it, not the serving loop."""
+    on_loop = []
+    make = daemon_module.create_build_backend
+
+    def spy(*args):
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
+        return make(*args)
+
+    monkeypatch.setattr(daemon_module, "create_build_backend", spy)
+    with embedded_daemon(tmp_path / "root"):
+        pass
+    assert on_loop == [False]
 
 
 def test_temporary_data_root_is_removed(tmp_path):

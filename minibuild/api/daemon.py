@@ -309,6 +309,7 @@ class Daemon:
         self.registry_service = registry_service
         self.build_backend = build_backend
         self.build_router = BuildRouter(build_backend, self.data_root, experimental=config.experimental)
+        self.server: Server | None = None
         self.runner: web.AppRunner | None = None
         self.sockets: list[socket.socket] = []
         self.unix_paths: list[str] = []
@@ -472,7 +473,10 @@ class Daemon:
         except OSError as err:
             raise DaemonError(f"cannot use data root {self.data_root}: {err.strerror or err}")
         if self.build_backend is None:
-            self.build_backend = create_build_backend(self.config, self.image_service, self.registry_service)
+            # Probing overlay and sweeping a killed daemon's leftovers take a while: off the event loop.
+            self.build_backend = await asyncio.to_thread(
+                create_build_backend, self.config, self.image_service, self.registry_service
+            )
             self.build_router.backend = self.build_backend
         self._stopped = asyncio.Event()
         listeners = [parse_daemon_host(h) for h in self.config.hosts]
@@ -492,7 +496,8 @@ class Daemon:
             raise
         for addr in self.tcp_addresses:
             print(_INSECURE_TCP_WARNING.format(addr=addr), file=sys.stderr, flush=True)
-        app = self.create_server().create_app()
+        self.server = self.create_server()
+        app = self.server.create_app()
         self.runner = web.AppRunner(
             app,
             handler_cancellation=True,
