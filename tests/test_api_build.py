@@ -191,9 +191,22 @@ def test_undecodable_auth_configs_are_ignored(header):
     assert get_auth_configs({"X-Registry-Config": header}) == {}
 
 
-def test_auth_entries_of_the_wrong_shape_are_dropped():
-    auths = get_auth_configs({"X-Registry-Config": b64url('{"a":5,"b":{"username":"u","password":7}}')})
-    assert list(auths) == ["b"] and auths["b"].username == "u" and auths["b"].password == ""
+def test_auth_entries_of_the_wrong_shape_are_kept_empty():
+    """Go's json.Decoder fills the map entry by entry and only then reports the first type error.
+
+    getAuthConfigs ignores that error but keeps the map: an entry of the wrong type (or null) is there as
+    an empty AuthConfig, a field of the wrong type stays empty, and every other entry is decoded.
+    """
+    header = b64url('{"a":5,"b":{"username":"u","password":7},"c":"x","d":null,"e":[1],"f":{"auth":"z"}}')
+    auths = get_auth_configs({"X-Registry-Config": header})
+    assert {registry: auth.to_dict() for registry, auth in auths.items()} == {
+        "a": {},
+        "b": {"username": "u"},
+        "c": {},
+        "d": {},
+        "e": {},
+        "f": {"auth": "z"},
+    }
 
 
 # --- the wire -------------------------------------------------------------------------------------------

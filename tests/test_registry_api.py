@@ -584,7 +584,11 @@ def test_x_registry_config_keeps_what_go_could_decode():
     header = base64.urlsafe_b64encode(
         b'{"r:5000":{"username":"u","password":7},"s:5000":"not an object","t:5000":{"auth":"x"}} tail'
     ).decode()
-    assert decode_auth_configs(header) == {"r:5000": AuthConfig(username="u"), "t:5000": AuthConfig(auth="x")}
+    assert decode_auth_configs(header) == {
+        "r:5000": AuthConfig(username="u"),
+        "s:5000": AuthConfig(),  # the wrong type: Go stores the zero value and goes on
+        "t:5000": AuthConfig(auth="x"),
+    }
 
 
 def test_credentials_headers_are_base64url_with_padding_as_go_reads_them():

@@ -142,9 +142,9 @@ def decode_auth_config(header: str | None) -> AuthConfig:
 def decode_auth_configs(header: str | None) -> dict[str, AuthConfig]:
     """X-Registry-Config (getAuthConfigs): registry -> AuthConfig, decoded as Go decodes it.
 
-    Errors are ignored, as dockerd ignores them: bad base64 or bad JSON gives no credentials; a value
-    of the wrong type keeps what Go could fill (a non-string field stays empty, a non-object entry is
-    dropped).
+    Errors are ignored, as dockerd ignores them: bad base64 or bad JSON gives no credentials. A value of
+    the wrong type keeps what Go filled before reporting it: a non-string field stays empty, and an entry
+    that is not an object (or is null) is still in the map, as an empty AuthConfig.
     """
     raw = _base64url_decode(header or "")
     if not raw:
@@ -155,9 +155,7 @@ def decode_auth_configs(header: str | None) -> dict[str, AuthConfig]:
         return {}
     if not isinstance(decoded, dict):
         return {}
-    return {
-        registry: _auth_config_of(fields) for registry, fields in decoded.items() if isinstance(fields, dict)
-    }
+    return {registry: _auth_config_of(fields or {}) for registry, fields in decoded.items()}
 
 
 def convert_to_hostname(url: str) -> str:
