@@ -48,14 +48,6 @@ def format_error(err: BaseException) -> bytes:
     return JSONMessage(error=detail, error_message=str(err)).to_json()
 
 
-def format_progress(id: str, action: str, progress: JSONProgress | None, aux: Any = None) -> bytes:
-    """A progress message: status, the detail numbers, and the drawn bar for old clients."""
-    progress = progress or JSONProgress()
-    return JSONMessage(
-        status=action, progress=progress, progress_message=progress.string(), id=id, aux=aux
-    ).to_json()
-
-
 class StreamWriter:
     """A writer whose every write becomes one `{"stream":…}` message (streamformatter.streamWriter)."""
 
@@ -92,7 +84,8 @@ class AuxFormatter:
 
 @dataclass
 class Progress:
-    """One progress update (moby pkg/progress.Progress)."""
+    """One progress update (moby pkg/progress.Progress): a non-empty `message` is a status line, else
+    `action` with byte counts (pulls and pushes make them through minibuild.distribution.progress)."""
 
     id: str = ""
     message: str = ""
@@ -105,19 +98,26 @@ class Progress:
     hide_counts: bool = False
 
 
+def progress_message(prog: Progress) -> JSONMessage:
+    """The message for one update (jsonProgressOutput.WriteProgress): a status, or an action with its
+    counts and the bar drawn for old clients."""
+    if prog.message:
+        return JSONMessage(status=prog.message, id=prog.id)
+    detail = JSONProgress(prog.current, prog.total, hide_counts=prog.hide_counts, units=prog.units)
+    return JSONMessage(
+        status=prog.action, progress=detail, progress_message=detail.string(), id=prog.id, aux=prog.aux
+    )
+
+
 class JSONProgressOutput:
-    """Progress as JSON messages (NewJSONProgressOutput): load/import layers, remote context downloads."""
+    """Progress as JSON messages (NewJSONProgressOutput): pulls, pushes, load/import layers, downloads."""
 
     def __init__(self, sink: Sink, newlines: bool = False) -> None:
         self.sink = sink
         self.newlines = newlines
 
     def write_progress(self, prog: Progress) -> None:
-        if prog.message:
-            self.sink.write(format_status(prog.id, prog.message))
-        else:
-            detail = JSONProgress(prog.current, prog.total, hide_counts=prog.hide_counts, units=prog.units)
-            self.sink.write(format_progress(prog.id, prog.action, detail, prog.aux))
+        self.sink.write(progress_message(prog).to_json())
         if self.newlines and prog.last_update:
             self.sink.write(format_status("", ""))
 

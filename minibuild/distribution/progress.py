@@ -3,31 +3,16 @@
 Pull and push describe what they do as `Progress` records sent to an `Output`: a plain message
 (`Pulling from library/busybox`, id `latest`), an action on a layer (`Pulling fs layer`, id = 12 hex
 of its digest) or a transfer's progress (`Downloading`, current/total bytes). The daemon's JSON progress
-writer (moby's streamformatter) turns each record into a stream message; `MessageCollector` here turns
-them into the same JSON message dicts for callers that want them as data.
+writer (moby's streamformatter, minibuild.api.streamformatter, where the record type lives) turns each
+record into a stream message; `MessageCollector` here turns them into the same JSON message dicts for
+callers that want them as data.
 """
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from minibuild.api.jsonmessage import JSONMessage, JSONProgress
-
-
-@dataclass
-class Progress:
-    """progress.Progress: one update. A non-empty `message` is a status line; else `action` + counts."""
-
-    id: str = ""
-    message: str = ""
-    action: str = ""
-    current: int = 0
-    total: int = 0
-    units: str = ""
-    aux: Any = None
-    last_update: bool = False
-    hide_counts: bool = False
+from minibuild.api.streamformatter import Progress, progress_message
 
 
 class Output(Protocol):
@@ -56,16 +41,6 @@ def aux(out: Output, data: Any) -> None:
     out.write_progress(Progress(aux=data))
 
 
-def json_message(prog: Progress) -> dict:
-    """The message dict moby's JSON progress formatter writes for `prog` (Go's key order)."""
-    if prog.message:
-        return JSONMessage(status=prog.message, id=prog.id).to_dict()
-    detail = JSONProgress(prog.current, prog.total, hide_counts=prog.hide_counts, units=prog.units)
-    return JSONMessage(
-        status=prog.action, progress=detail, progress_message=detail.string(), id=prog.id, aux=prog.aux
-    ).to_dict()
-
-
 class MessageCollector:
     """An Output that keeps JSON message dicts in order (and optionally hands each to a callback)."""
 
@@ -74,7 +49,7 @@ class MessageCollector:
         self.callback = callback
 
     def write_progress(self, prog: Progress) -> None:
-        msg = json_message(prog)
+        msg = progress_message(prog).to_dict()  # the stream's message, as a dict (Go's key order)
         self.messages.append(msg)
         if self.callback is not None:
             self.callback(msg)
