@@ -318,6 +318,19 @@ def test_manifest_list_round_trip_and_platform_choice():
     assert without_arm64.filter(Platform("linux", "arm64"))[0].descriptor.digest == D2  # arm64 runs arm
 
 
+def test_one_platform_type_normalized_as_containerd_does(monkeypatch):
+    from minibuild.api import platforms
+
+    assert Platform is platforms.Platform  # what the API parses is what manifest lists are matched with
+    assert Platform("LINUX", "armhf").normalize() == Platform("linux", "arm", "v7")
+    assert Platform("macos", "x86_64", "v1").normalize() == Platform("darwin", "amd64")
+    assert Platform("linux", "aarch64", "8").normalize() == Platform("linux", "arm64")
+    for machine, goarch in [("x86_64", "amd64"), ("aarch64", "arm64"), ("armv7l", "arm"), ("i686", "386"),
+                            ("ppc64le", "ppc64le"), ("s390x", "s390x")]:  # fmt: skip
+        monkeypatch.setattr(platforms._host, "machine", lambda m=machine: m)
+        assert platforms.host_arch() == goarch
+
+
 def test_oci_index_without_content_type():
     index = json.dumps(
         {

@@ -1,8 +1,10 @@
-"""Platform specifiers `os[/arch[/variant]]` (containerd platforms/platforms.go, database.go).
+"""Platforms and their specifiers `os[/arch[/variant]]` (containerd platforms/platforms.go, database.go).
 
 dockerd parses the `platform` build parameter with containerd's `platforms.Parse` and answers 400 with
 its message (`"bogus": unknown operating system or architecture: invalid argument`). `parse` accepts and
 normalises the same inputs (`x86_64` -> `amd64`, `aarch64` -> `arm64`, `armhf` -> `arm/v7`, ...).
+`Platform` is also what image configs and manifest lists name (minibuild.distribution.manifest matches
+them), and `host_arch` is the daemon's own architecture as Go names it.
 """
 
 import platform as _host
@@ -25,8 +27,15 @@ class PlatformError(ValueError):
     """An invalid platform specifier; str() is containerd's message (an InvalidArgument)."""
 
 
+# uname's machine names that Go (runtime.GOARCH) spells differently.
+_GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm", "i686": "386",
+            "i386": "386"}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Platform:
+    """An OCI specs.Platform."""
+
     os: str
     architecture: str
     variant: str = ""
@@ -34,6 +43,10 @@ class Platform:
     def format(self) -> str:
         """platforms.Format: `os/arch[/variant]`."""
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+    def normalize(self) -> "Platform":
+        """platforms.Normalize: canonical names, as containerd compares platforms."""
+        return Platform(normalize_os(self.os), *normalize_arch(self.architecture, self.variant))
 
 
 def normalize_os(os_name: str) -> str:
@@ -63,8 +76,9 @@ def normalize_arch(arch: str, variant: str) -> tuple[str, str]:
 
 
 def host_arch() -> str:
-    """The host's architecture in Go's naming (`amd64`, `arm64`, ...)."""
-    return normalize_arch(_host.machine(), "")[0]
+    """The host's architecture in Go's naming, runtime.GOARCH (`amd64`, `arm64`, `arm`, `386`, ...)."""
+    machine = _host.machine()
+    return _GO_ARCH.get(machine, machine)
 
 
 def parse(specifier: str) -> Platform:

@@ -9,9 +9,9 @@ for the same config and layers.
 """
 
 import json
-import platform as _host
 from dataclasses import dataclass
 
+from minibuild.api.platforms import Platform, host_arch
 from minibuild.distribution.client import Descriptor
 from minibuild.distribution.errors import InvalidManifestError
 
@@ -53,39 +53,9 @@ _LAYER_TYPES = {
 }
 
 
-@dataclass(frozen=True)
-class Platform:
-    """An image platform (OCI specs.Platform), normalized the way containerd compares them."""
-
-    os: str
-    architecture: str
-    variant: str = ""
-
-    def format(self) -> str:
-        """platforms.Format: `linux/arm64/v8`."""
-        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
-
-    def normalize(self) -> "Platform":
-        """platforms.Normalize: canonical names (x86_64 -> amd64, aarch64 -> arm64, arm -> arm/v7)."""
-        arch, variant = self.architecture.lower(), self.variant.lower()
-        if arch in ("x86_64", "x86-64", "amd64"):
-            arch, variant = "amd64", "" if variant == "v1" else variant
-        elif arch in ("aarch64", "arm64"):
-            arch, variant = "arm64", "" if variant in ("8", "v8") else variant
-        elif arch in ("i386", "i686"):
-            arch, variant = "386", ""
-        elif arch == "armhf":
-            arch, variant = "arm", "v7"
-        elif arch == "armel":
-            arch, variant = "arm", "v6"
-        elif arch == "arm" and variant in ("", "7", "v7", "5", "6", "8"):
-            variant = "v" + (variant.lstrip("v") or "7")
-        return Platform(self.os.lower(), arch, variant)
-
-
 def default_platform() -> Platform:
     """platforms.DefaultSpec: this daemon's platform (`linux/arm64/v8` names arm64 hosts in messages)."""
-    arch = Platform("linux", _host.machine()).normalize().architecture
+    arch = host_arch()
     return Platform("linux", arch, "v8" if arch == "arm64" else "")
 
 

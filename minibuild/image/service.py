@@ -19,7 +19,6 @@ Errors are errdefs classes carrying Docker's status and exact message. Data-root
 """
 
 import copy
-import platform
 import re
 import shutil
 import threading
@@ -30,6 +29,7 @@ from typing import Any, BinaryIO
 
 import minibuild
 from minibuild import errdefs
+from minibuild.api.platforms import host_arch as host_architecture  # the name the builders import
 from minibuild.archive import ArchiveError
 from minibuild.image import tarexport
 from minibuild.image.changes import build_from_config
@@ -61,16 +61,8 @@ from minibuild.layer import Layer, LayerDoesNotExist, LayerStore, chain_id_of
 
 DOCKER_VERSION = f"{minibuild.__version__}-minibuild"  # written as docker_version in new configs
 ACCEPTED_IMAGE_FILTERS = ("before", "dangling", "label", "reference", "since")
-_GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
-            "s390x": "s390x", "riscv64": "riscv64"}  # fmt: skip
 
 LayerSource = BinaryIO | Path | str | Layer
-
-
-def host_architecture() -> str:
-    """The host architecture as Go names it (runtime.GOARCH)."""
-    machine = platform.machine()
-    return _GO_ARCH.get(machine, machine)
 
 
 def truncate_id(image_id: str) -> str:

@@ -219,10 +219,9 @@ class ImageRouter:
         registry = self._require_registry()
         ref = pull_reference(image, form_value(request, "tag"))
         auth = decode_auth_config(request.headers.get("X-Registry-Auth"))
-        wanted = Platform(platform.os, platform.architecture, platform.variant) if platform else None
         return await self._stream_distribution(
             request,
-            lambda out: registry.pull(self.backend, ref, auth=auth, platform=wanted, progress=out),
+            lambda out: registry.pull(self.backend, ref, auth=auth, platform=platform, progress=out),
         )
 
     async def post_images_push(self, request: web.Request) -> web.StreamResponse:
