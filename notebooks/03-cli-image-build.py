@@ -187,6 +187,8 @@ resp = client.post_raw("/build", query, body, headers)
 print("status:", resp.status_code)
 for name in ("Content-Type", "Transfer-Encoding", "Api-Version", "Docker-Experimental", "Ostype", "Server"):
     print(f"{name}: {resp.headers.get(name)}")
+raw_chunks = list(resp.iter_bytes())  # the body, chunk by chunk as it arrived (read in the next cell)
+resp.close()
 
 # %% [markdown]
 # ## Reading the stream, message by message
@@ -194,8 +196,6 @@ for name in ("Content-Type", "Transfer-Encoding", "Api-Version", "Docker-Experim
 # The body is chunked, one JSON message per chunk, each ending in `\r\n`. Raw, the first chunks:
 
 # %%
-raw_chunks = list(resp.iter_bytes())
-resp.close()
 for chunk in raw_chunks[:6]:
     print(repr(chunk))
 print(f"... {len(raw_chunks)} chunks in all")
