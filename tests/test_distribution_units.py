@@ -70,6 +70,14 @@ def test_auth_config_header_round_trip(auth):
     assert decode_auth_config(encode_auth_config(auth)) == auth
 
 
+def test_auth_config_header_is_the_docker_clis_bytes():
+    """json.Marshal: compact, struct field order, empty fields omitted, `<>&` escaped; then base64url."""
+    header = encode_auth_config(AuthConfig(username="u", password="p<&>", serveraddress="r:5000"))
+    assert base64.urlsafe_b64decode(header) == (
+        b'{"username":"u","password":"p\\u003c\\u0026\\u003e","serveraddress":"r:5000"}'
+    )
+
+
 @pytest.mark.parametrize(
     "header", ["", "!!!", base64.urlsafe_b64encode(b"not json").decode(), "W10=", "bnVsbA=="]
 )

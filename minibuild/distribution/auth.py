@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from minibuild import gojson
 from minibuild.api import jsondecode
 from minibuild.distribution.config import INDEX_SERVER, IndexInfo, proxy_for
 from minibuild.distribution.errors import (
@@ -68,8 +69,8 @@ class AuthConfig:
 
 
 def encode_auth_config(auth: AuthConfig) -> str:
-    """X-Registry-Auth as clients send it: base64url of the JSON."""
-    return base64.urlsafe_b64encode(json.dumps(auth.to_dict()).encode()).decode()
+    """X-Registry-Auth as the docker CLI sends it (EncodeAuthToBase64): base64url of json.Marshal's bytes."""
+    return base64.urlsafe_b64encode(gojson.dumpb(auth.to_dict())).decode()
 
 
 _AUTH_CONFIG = jsondecode.struct(
