@@ -367,7 +367,14 @@ print(rec)
 # %% [markdown]
 # ## 请求参数 / Query parameters
 #
-# Everything else is in the query string. Which flag of `docker build` becomes which parameter? The
+# Everything else is in the query string. The flags of `minibuild build`, as `--help` lists them
+# (the same as `docker build`'s, for the classic builder, plus `--builder` and `--compression`):
+
+# %%
+minibuild("build", "--help")
+
+# %% [markdown]
+# Which flag becomes which parameter? The
 # table below is not typed by hand: for every flag of `minibuild build` (read from its definition),
 # the notebook runs the command with that flag against the daemon and reads, from the trace of
 # `postBuild`, the query the daemon received. The difference from a build without flags is the flag's
@@ -383,8 +390,8 @@ samples = {  # an example value for each flag that takes one
     "--builder": "buildkit",
     "--cache-from": "busybox:local",
     "--compression": "xz",
-    "--file": "build.Dockerfile",
-    "--iidfile": str(flags_context.parent / "iid.txt"),
+    "--file": str(flags_context / "build.Dockerfile"),  # like docker's -f: a path from here, not the context
+    "--iidfile": str(flags_context / "iid.txt"),
     "--label": "team=docs",
     "--network": "none",
     "--platform": "linux/amd64",
@@ -396,10 +403,13 @@ samples = {  # an example value for each flag that takes one
 
 def query_sent(*flag_args: str) -> dict[str, str]:
     """The query of POST /build for `minibuild build <flag_args> <context>`, as the daemon saw it."""
-    with trace.recording() as rec, redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+    errors = io.StringIO()
+    with trace.recording() as rec, redirect_stdout(io.StringIO()), redirect_stderr(errors):
         cli_main(["--host", daemon.host, "build", *flag_args, str(flags_context)])
     post = rec.find("BuildRouter.post_build")
-    return dict(post[0].details["query"]) if post else {}
+    if not post:
+        raise RuntimeError(f"minibuild build {' '.join(flag_args)} sent no request: {errors.getvalue()}")
+    return dict(post[0].details["query"])
 
 
 baseline = query_sent()
@@ -412,7 +422,8 @@ for flag in BUILD.flags:
     sent = query_sent(*args)
     changed = {k: v for k, v in sent.items() if baseline.get(k) != v}
     params = ", ".join(f"`{k}={v}`" for k, v in sorted(changed.items())) or "— (client side)"
-    rows.append(f"| `{' '.join(args)}` | {params} | {flag.help} |")
+    shown = " ".join(a if not a.startswith(str(flags_context)) else "CONTEXT/" + Path(a).name for a in args)
+    rows.append(f"| `{shown}` | {params} | {flag.help} |")
 
 display(Markdown("\n".join(["| flag | query parameter(s) | what it does |", "|---|---|---|", *rows])))
 

@@ -296,6 +296,35 @@ print("tagged cancelled:v1:", any("cancelled:v1" in (i["RepoTags"] or []) for i 
 # (`POST /build/cancel` does not stop a classic build: dockerd honours it only for BuildKit builds, as
 # minibuild does; notebook 06 uses it.)
 #
+# ## Optional: beside a real dockerd
+#
+# Where a real Docker daemon is reachable (`DOCKER_HOST`, else `/var/run/docker.sock`), the same
+# request goes to both and the two classic-builder streams are printed side by side. The Dockerfile
+# starts `FROM scratch`, so dockerd needs no image and no network. Without a dockerd, one line says so.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# Output depends on whether a real dockerd is reachable from this machine.
+docker_host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+scratch = context_dir({"Dockerfile": "FROM scratch\nCOPY main.c /\nLABEL step=two\n", "main.c": "int x;\n"})
+real = APIClient(docker_host, version="1.40")
+try:
+    real.ping()
+except Exception as err:
+    print(f"no dockerd reachable at {docker_host}: skipped ({type(err).__name__})")
+else:
+    body = b"".join(tar_context(scratch)[1])
+    streams = []
+    for api in (real, client):
+        with api.image_build(body, ImageBuildOptions(version="1", no_cache=True)) as response:
+            streams.append("".join(m.get("stream", "") for m in response.messages()).splitlines())
+    print(f"{'dockerd':<46} | minibuild")
+    for theirs, ours in zip(*streams, strict=False):
+        print(f"{theirs:<46} | {ours}")
+finally:
+    real.close()
+
+# %% [markdown]
 # ## Summary
 #
 # - The Dockerfile is parsed once into an AST, then into typed instructions grouped in stages.
