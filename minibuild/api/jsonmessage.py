@@ -267,3 +267,12 @@ def display_json_messages_stream(
             if jm.id and is_terminal:
                 _cursor_down(out, diff)
         out.flush()
+
+
+def display_json_messages_to_stream(
+    messages: Iterable[dict[str, Any]],
+    out: TextIO,
+    aux_callback: Callable[[JSONMessage], None] | None = None,
+) -> None:
+    """DisplayJSONMessagesToStream: the same, drawn as a terminal only when `out` is one."""
+    display_json_messages_stream(messages, out, out.isatty(), aux_callback)

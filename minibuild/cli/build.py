@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 import requests
 
-from minibuild.api.jsonmessage import JSONError, JSONMessage, JSONProgress, display_json_messages_stream
+from minibuild.api.jsonmessage import JSONError, JSONMessage, JSONProgress, display_json_messages_to_stream
 from minibuild.api.streamformatter import raw_format_progress, raw_format_status
 from minibuild.api.types import BUILDER_BUILDKIT, BUILDER_V1, ImageBuildOptions
 from minibuild.cli.command import Command, Flag, StatusError
@@ -248,7 +248,7 @@ def run_build(ns: argparse.Namespace, cli: Any) -> int:
             mode = resolve_progress_mode(ns.progress, cli.stderr)
             display_buildkit_stream(response.messages(), build_buffer, cli.stderr, mode, set_image_id)
         else:
-            display_json_messages_stream(response.messages(), build_buffer, build_buffer.isatty(), on_aux)
+            display_json_messages_to_stream(response.messages(), build_buffer, on_aux)
     except JSONError as err:
         if ns.quiet:
             cli.stderr.write(progress_buffer.getvalue() + build_buffer.getvalue())

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from minibuild import gojson
-from minibuild.api.jsonmessage import JSONError, display_json_messages_stream
+from minibuild.api.jsonmessage import display_json_messages_to_stream
 from minibuild.api.units import human_duration, human_size_with_precision
 from minibuild.cli.command import Command, Flag, StatusError
 from minibuild.client.client import APIError
@@ -284,19 +284,12 @@ def _input(ns_input: str, cli: Any, what: str) -> Any:
     return cli.stdin.buffer if hasattr(cli.stdin, "buffer") else cli.stdin
 
 
-def _show_stream(resp: Any, cli: Any) -> None:
-    try:
-        display_json_messages_stream(resp.messages(), cli.stdout, cli.stdout.isatty())
-    except JSONError as err:
-        raise StatusError(err.message, err.code or 1)
-
-
 def run_load(ns: argparse.Namespace, cli: Any) -> int:
     source = _input(ns.input, cli, "load")
     quiet = ns.quiet or not cli.stdout.isatty()  # the CLI shows load progress on terminals only
     with cli.client().image_load(_read_chunks(source), quiet=quiet) as resp:
         if resp.json:
-            _show_stream(resp, cli)
+            display_json_messages_to_stream(resp.messages(), cli.stdout)
         else:
             cli.stdout.write(resp.body.read().decode(errors="replace"))
     return 0
@@ -325,7 +318,7 @@ def run_import(ns: argparse.Namespace, cli: Any) -> int:
     with cli.client().image_import(
         _read_chunks(source), ref, message=ns.message, changes=ns.change, platform=ns.platform
     ) as resp:
-        _show_stream(resp, cli)
+        display_json_messages_to_stream(resp.messages(), cli.stdout)
     return 0
 
 
@@ -354,7 +347,7 @@ def run_busybox(ns: argparse.Namespace, cli: Any) -> int:
     except BusyboxError as err:
         raise StatusError(str(err), 1)
     with cli.client().image_import(rootfs.getvalue(), ns.tag, changes=BUSYBOX_CHANGES) as resp:
-        _show_stream(resp, cli)
+        display_json_messages_to_stream(resp.messages(), cli.stdout)
     return 0
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import minibuild
+from minibuild.api.jsonmessage import JSONError
 from minibuild.cli.build import BUILD
 from minibuild.cli.command import PROG, Command, StatusError
 from minibuild.cli.image import BUSYBOX, HISTORY, IMAGES, IMPORT, INSPECT, LOAD, RMI, SAVE, TAG
@@ -136,8 +137,8 @@ def run(argv: list[str], cli: CLI) -> int:
         if err.status:
             (cli.stdout if err.code == 0 else cli.stderr).write(err.status.rstrip("\n") + "\n")
         return err.code
-    except (ClientError, ContextError, ValueError, OSError) as err:
-        cli.stderr.write(f"{err}\n")
+    except (ClientError, ContextError, JSONError, ValueError, OSError) as err:
+        cli.stderr.write(f"{err}\n")  # a stream's error too: the docker CLI exits 1 with its message
         return 1
     except KeyboardInterrupt:
         return 130

@@ -14,7 +14,7 @@ import io
 import termios
 from typing import Any
 
-from minibuild.api.jsonmessage import JSONError, display_json_messages_stream
+from minibuild.api.jsonmessage import display_json_messages_to_stream
 from minibuild.cli.command import Command, Flag, StatusError
 from minibuild.client.client import APIError
 from minibuild.distribution.auth import (
@@ -61,15 +61,6 @@ def encoded_auth_for(cli: Any, ref: reference.Reference) -> str:
     return encode_auth_config(cli.config_file().get_auth_config(key))
 
 
-def _show(resp: Any, cli: Any, quiet: bool) -> None:
-    """DisplayJSONMessagesToStream, to stdout or (quiet) nowhere; a stream error ends the command."""
-    out = io.StringIO() if quiet else cli.stdout
-    try:
-        display_json_messages_stream(resp.messages(), out, out.isatty())
-    except JSONError as err:
-        raise StatusError(err.message, err.code or 1)
-
-
 # --- pull, push ------------------------------------------------------------------------------------------
 
 
@@ -82,7 +73,7 @@ def run_pull(ns: argparse.Namespace, cli: Any) -> int:
         platform=platform,
         registry_auth=encoded_auth_for(cli, ref),
     ) as resp:
-        _show(resp, cli, ns.quiet)
+        display_json_messages_to_stream(resp.messages(), io.StringIO() if ns.quiet else cli.stdout)
     cli.stdout.write(f"{ref}\n")
     return 0
 
@@ -106,7 +97,7 @@ def run_push(ns: argparse.Namespace, cli: Any) -> int:
     with cli.client().image_push(
         familiar_string(ref), all_tags=ns.all_tags, registry_auth=encoded_auth_for(cli, ref)
     ) as resp:
-        _show(resp, cli, ns.quiet)
+        display_json_messages_to_stream(resp.messages(), io.StringIO() if ns.quiet else cli.stdout)
     if ns.quiet:
         cli.stdout.write(f"{ref}\n")
     return 0
