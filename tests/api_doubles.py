@@ -8,6 +8,11 @@ can be exercised end to end over a real socket:
     RUN echo TEXT      stdout piece "TEXT\\n"        RUN warn TEXT   stderr piece "TEXT\\n"
     RUN exit N         fails with code N            RUN sleep       waits until cancelled
     BOGUS …            a 400 parse error before any output
+
+It also holds the daemons the API, client, CLI and registry tests run against, as pytest fixtures that a
+test module imports by name (`daemon = api_doubles.daemon`): `backend` and `daemon` (one embedded daemon
+per test module, its builds going to a RecordingBuildBackend), `source` and `fresh` (real daemons, one
+per test, e.g. to push from and to pull into).
 """
 
 import asyncio
@@ -17,9 +22,13 @@ import io
 import socket
 import tarfile
 import threading
+from collections.abc import Iterator
+
+import pytest
 
 from minibuild import errdefs
 from minibuild.api.backend import BuildConfig
+from minibuild.api.daemon import EmbeddedDaemon, embedded_daemon
 from minibuild.api.jsonmessage import JSONError
 from minibuild.api.types import BuildCachePruneOptions, BuildCachePruneReport
 from minibuild.archive import decompress_stream
@@ -192,3 +201,34 @@ class BinaryStdin:
 
     def readline(self) -> str:
         return self.buffer.readline().decode()
+
+
+# --- daemons (fixtures: import them by name) -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def backend() -> RecordingBuildBackend:
+    return RecordingBuildBackend()
+
+
+@pytest.fixture(scope="module")
+def daemon(
+    tmp_path_factory: pytest.TempPathFactory, backend: RecordingBuildBackend
+) -> Iterator[EmbeddedDaemon]:
+    """An embedded daemon whose builds go to `backend`, shared by the tests of a module."""
+    with embedded_daemon(tmp_path_factory.mktemp("root"), build_backend=backend) as d:
+        yield d
+
+
+@pytest.fixture
+def source(tmp_path) -> Iterator[EmbeddedDaemon]:
+    """A real daemon of its own (image and registry services), e.g. to push from."""
+    with embedded_daemon(tmp_path / "source") as d:
+        yield d
+
+
+@pytest.fixture
+def fresh(tmp_path) -> Iterator[EmbeddedDaemon]:
+    """A real daemon with an empty data root, e.g. to pull into."""
+    with embedded_daemon(tmp_path / "fresh") as d:
+        yield d

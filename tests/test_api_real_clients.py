@@ -11,9 +11,10 @@ import shutil
 import subprocess
 import tarfile
 
+import api_doubles
 import docker
 import pytest
-from api_doubles import RecordingBuildBackend, tar_of
+from api_doubles import tar_of
 
 from minibuild.api.daemon import embedded_daemon
 from minibuild.client import APIClient
@@ -21,11 +22,7 @@ from minibuild.client import APIClient
 ROOTFS = tar_of({"bin/x": b"hello", "etc/passwd": b"root:x:0:0::/root:/bin/sh\n"})
 DOCKER = shutil.which("docker")
 needs_docker_cli = pytest.mark.skipif(DOCKER is None, reason="the docker CLI is not installed")
-
-
-@pytest.fixture(scope="module")
-def backend():
-    return RecordingBuildBackend()
+backend = api_doubles.backend  # the fixture, imported explicitly
 
 
 @pytest.fixture(scope="module")

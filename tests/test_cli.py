@@ -6,31 +6,22 @@ import subprocess
 import sys
 import tarfile
 
+import api_doubles
 import pytest
-from api_doubles import BinaryStdin, RecordingBuildBackend, Stream, tar_of
+from api_doubles import BinaryStdin, Stream, tar_of
 
-from minibuild.api.daemon import embedded_daemon
 from minibuild.cli.build import BUILD, builder_version, convert_kv_strings_to_map_with_nil
 from minibuild.cli.command import Command, StatusError
 from minibuild.cli.image import tabwriter
 from minibuild.cli.main import CLI, run
+
+backend, daemon = api_doubles.backend, api_doubles.daemon  # the fixtures, imported explicitly
 
 
 def invoke(host: str, *argv: str, stdin: bytes = b"", env: dict | None = None) -> tuple[int, str, str]:
     cli = CLI(host, Stream(), Stream(), BinaryStdin(stdin), env or {}, clock=lambda: 2_000_000_000.0)
     code = run(list(argv), cli)
     return code, cli.stdout.getvalue(), cli.stderr.getvalue()
-
-
-@pytest.fixture(scope="module")
-def backend():
-    return RecordingBuildBackend()
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory, backend):
-    with embedded_daemon(tmp_path_factory.mktemp("root"), build_backend=backend) as d:
-        yield d
 
 
 @pytest.fixture

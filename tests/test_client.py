@@ -5,17 +5,18 @@ import io
 import json
 import urllib.parse
 
+import api_doubles
 import pytest
 import requests
 import requests_unixsocket
-from api_doubles import RecordingBuildBackend, tar_of
+from api_doubles import tar_of
 
-from minibuild.api.daemon import embedded_daemon
 from minibuild.api.types import AuthConfig, BuildCachePruneOptions, ImageBuildOptions, Ulimit
 from minibuild.client import APIClient, APIError, ErrConnectionFailed, Ping, get_docker_os
 from minibuild.client.client import ClientError, encode_query, parse_host
 from minibuild.client.image_build import encode_auth_configs, image_build_options_to_query
 
+backend, daemon = api_doubles.backend, api_doubles.daemon  # the fixtures, imported explicitly
 CONTEXT = tar_of({"Dockerfile": b"FROM scratch\nRUN echo hi\n"})
 
 
@@ -140,17 +141,6 @@ def test_unreachable_daemon(tmp_path):
         ErrConnectionFailed, match=r"Cannot connect to the minibuild daemon at unix://.*none.sock"
     ):
         client.server_version()
-
-
-@pytest.fixture(scope="module")
-def backend():
-    return RecordingBuildBackend()
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory, backend):
-    with embedded_daemon(tmp_path_factory.mktemp("root"), build_backend=backend) as d:
-        yield d
 
 
 def test_round_trip_ping_and_version(daemon):

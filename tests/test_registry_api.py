@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 
+import api_doubles
 import docker
 import pytest
 import registry_fixture
@@ -42,6 +43,7 @@ from minibuild.distribution.registry import lookup_pull_endpoints
 from minibuild.image.reference import parse_normalized_named
 
 registry = registry_fixture.registry  # the fixtures, imported explicitly
+source, fresh = api_doubles.source, api_doubles.fresh
 basic_registry = registry_fixture.basic_registry
 token_registry = registry_fixture.token_registry
 token_keys = registry_fixture.token_keys
@@ -52,20 +54,6 @@ BASE = {"etc/os-release": b"NAME=minibuild\n", "bin/hello": b"#!/bin/sh\necho he
 APP = {"app/data.bin": bytes(range(256)) * 400}
 GOOD = encode_auth_config(AuthConfig(username=USERNAME, password=PASSWORD))
 WRONG = encode_auth_config(AuthConfig(username=USERNAME, password="not-the-password"))
-
-
-@pytest.fixture
-def source(tmp_path):
-    """A daemon holding a two-layer image, made with its image service."""
-    with embedded_daemon(tmp_path / "source") as d:
-        yield d
-
-
-@pytest.fixture
-def fresh(tmp_path):
-    """A daemon with an empty data root, to pull into."""
-    with embedded_daemon(tmp_path / "fresh") as d:
-        yield d
 
 
 def tagged_image(daemon, name: str, layers=(BASE, APP), **kwargs) -> str:

@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 
+import api_doubles
 import pytest
 import registry_fixture
 from api_doubles import BinaryStdin, RecordingBuildBackend, Stream
@@ -27,6 +28,7 @@ from minibuild.distribution import AuthConfig
 from minibuild.image.reference import parse_normalized_named
 
 registry = registry_fixture.registry  # the fixtures, imported explicitly
+source, fresh = api_doubles.source, api_doubles.fresh
 basic_registry = registry_fixture.basic_registry
 token_registry = registry_fixture.token_registry
 token_keys = registry_fixture.token_keys
@@ -51,18 +53,6 @@ def docker_config(tmp_path):
 @pytest.fixture
 def env(docker_config, tmp_path):
     return {"DOCKER_CONFIG": str(docker_config), "HOME": str(tmp_path)}
-
-
-@pytest.fixture
-def source(tmp_path):
-    with embedded_daemon(tmp_path / "source") as d:
-        yield d
-
-
-@pytest.fixture
-def fresh(tmp_path):
-    with embedded_daemon(tmp_path / "fresh") as d:
-        yield d
 
 
 def invoke(daemon, env, *argv, stdin=b"", tty_stdin=None):
