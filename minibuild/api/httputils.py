@@ -14,6 +14,7 @@ from aiohttp import web
 
 from minibuild import errdefs, gojson
 from minibuild.api import versions
+from minibuild.dockerfile.gotext import quote
 
 # net/http sends a handler's output with Content-Length only if it fits this buffer.
 _CHUNKING_THRESHOLD = 2048
@@ -35,27 +36,6 @@ def bool_value(request: web.Request, key: str) -> bool:
     return form_value(request, key).strip().lower() not in ("", "0", "no", "false", "none")
 
 
-def go_quote(s: str) -> str:
-    """strconv.Quote: a double-quoted Go string literal."""
-    out = []
-    for ch in s:
-        if ch in ('"', "\\"):
-            out.append("\\" + ch)
-        elif ch in "\a\b\f\n\r\t\v":
-            out.append(
-                {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(ch, "\\v")
-            )
-        elif ch.isprintable():
-            out.append(ch)
-        elif ord(ch) < 0x80:
-            out.append(f"\\x{ord(ch):02x}")
-        elif ord(ch) <= 0xFFFF:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    return '"' + "".join(out) + '"'
-
-
 class NumError(ValueError):
     """strconv's error; str() is Go's text, e.g. `strconv.ParseInt: parsing "abc": invalid syntax`."""
 
@@ -63,10 +43,10 @@ class NumError(ValueError):
 def parse_int(s: str, func: str = "ParseInt", bits: int = 64) -> int:
     """strconv.ParseInt(s, 10, bits) (or Atoi with func="Atoi"), with Go's error messages."""
     if not _INT_RE.match(s):
-        raise NumError(f"strconv.{func}: parsing {go_quote(s)}: invalid syntax")
+        raise NumError(f"strconv.{func}: parsing {quote(s)}: invalid syntax")
     value = int(s)
     if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
-        raise NumError(f"strconv.{func}: parsing {go_quote(s)}: value out of range")
+        raise NumError(f"strconv.{func}: parsing {quote(s)}: value out of range")
     return value
 
 

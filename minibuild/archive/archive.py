@@ -23,7 +23,6 @@ directory and discard it on failure, as moby's layer store does.
 """
 
 import errno
-import json
 import os
 import posixpath
 import shutil
@@ -35,6 +34,7 @@ from typing import BinaryIO
 from minibuild.archive.compression import decompress_stream
 from minibuild.archive.errors import ArchiveError
 from minibuild.archive.tarstream import EntryReader, TarEntry, pax_time_ns, read_entries
+from minibuild.dockerfile.gotext import quote  # Go's %q
 
 WHITEOUT_PREFIX = ".wh."
 WHITEOUT_META_PREFIX = ".wh..wh."
@@ -42,11 +42,6 @@ WHITEOUT_OPAQUE_DIR = ".wh..wh..opq"
 _WHITEOUT_MODES = ("keep", "apply", "overlay")
 _MAX_SYMLINKS = 255  # pkg/symlink's maxIter
 _CHUNK = 1 << 20
-
-
-def _q(text: str) -> str:
-    """Go's %q, close enough for paths."""
-    return json.dumps(text, ensure_ascii=False)
 
 
 def _os_error(op: str, path: str, err: OSError) -> ArchiveError:
@@ -121,7 +116,7 @@ def _clean_name(name: str) -> str:
     if cleaned.startswith("/"):
         return cleaned.lstrip("/") or "."  # filepath.Join(dest, "/etc/x") is dest/etc/x
     if cleaned == ".." or cleaned.startswith("../"):
-        raise ArchiveError(f"{_q(name)} is outside of {_q('/')}")  # moby's breakoutError
+        raise ArchiveError(f"{quote(name)} is outside of {quote('/')}")  # moby's breakoutError
     return cleaned
 
 
@@ -209,7 +204,7 @@ class _Unpacker:
         if rel == ".":
             if info.isdir():
                 return  # moby skips the root entry: the destination keeps its own mode and times
-            raise ArchiveError(f"cannot replace the extraction root with {_q(info.name)}")
+            raise ArchiveError(f"cannot replace the extraction root with {quote(info.name)}")
         parent = self.parent_dir(rel)
         path = os.path.join(parent, base)
         if self.whiteouts != "keep" and base.startswith(WHITEOUT_PREFIX):
@@ -324,7 +319,7 @@ class _Unpacker:
     def hard_link(self, path: str, info: TarEntry) -> None:
         target_rel = posixpath.normpath(info.linkname or ".")
         if not target_rel.startswith("/") and (target_rel == ".." or target_rel.startswith("../")):
-            raise ArchiveError(f"invalid hardlink {_q(self.shown(path))} -> {_q(info.linkname)}")
+            raise ArchiveError(f"invalid hardlink {quote(self.shown(path))} -> {quote(info.linkname)}")
         target_rel = target_rel.lstrip("/") or "."
         parent = follow_symlink_in_scope(posixpath.dirname(target_rel), Path(self.root))
         os.link(os.path.join(parent, posixpath.basename(target_rel)), path, follow_symlinks=False)
@@ -333,7 +328,7 @@ class _Unpacker:
         if not info.linkname.startswith("/"):
             target = os.path.normpath(os.path.join(os.path.dirname(path), info.linkname))
             if target != self.root and not target.startswith(self.root.rstrip("/") + "/"):
-                raise ArchiveError(f"invalid symlink {_q(self.shown(path))} -> {_q(info.linkname)}")
+                raise ArchiveError(f"invalid symlink {quote(self.shown(path))} -> {quote(info.linkname)}")
         os.symlink(info.linkname, path)
 
     def own(self, target: str | int, info: TarEntry, path: str) -> None:
@@ -348,7 +343,7 @@ class _Unpacker:
             except OSError as err:
                 # An id unmapped in our user namespace keeps ours (moby fails; rootless extraction needs it).
                 if err.errno != errno.EINVAL or self.privileged:
-                    raise ArchiveError(f"failed to Lchown {_q(self.shown(path))} for UID {info.uid}, "
+                    raise ArchiveError(f"failed to Lchown {quote(self.shown(path))} for UID {info.uid}, "
                                        f"GID {info.gid}: {os.strerror(err.errno).lower()}")  # fmt: skip
         for name, value in info.xattrs.items():
             try:

@@ -15,6 +15,7 @@ basic auth credentials`.
 import json
 
 from minibuild import errdefs
+from minibuild.dockerfile.gotext import quote  # Go's %q (invalid UTF-8 bytes as \xNN)
 
 # errcode descriptors: the registry's codes and their default messages (api/errcode and api/v2).
 _DEFAULT_MESSAGES = {
@@ -81,7 +82,8 @@ class UnexpectedHTTPResponseError(RegistryError):
     def __init__(self, parse_error: str, status: int, body: bytes) -> None:
         self.status = status
         self.body = body
-        super().__init__(f"error parsing HTTP {status} response body: {parse_error}: {_go_quote(body)}")
+        shown = quote(body.decode("utf-8", "surrogateescape"))
+        super().__init__(f"error parsing HTTP {status} response body: {parse_error}: {shown}")
 
 
 class UnexpectedHTTPStatusError(RegistryError):
@@ -119,13 +121,6 @@ def retry_on_error(err: Exception) -> Exception:
     if isinstance(err, URLError) and isinstance(err.cause, NoBasicAuthCredentials | NoToken):
         return err.cause
     return err
-
-
-def _go_quote(data: bytes) -> str:
-    """Go's %q of a byte string (enough of it for error bodies)."""
-    text = data.decode("utf-8", "replace")
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
-    return '"' + escaped.replace("\r", "\\r") + '"'
 
 
 def _parse_error_body(status: int, body: bytes) -> RegistryError:
