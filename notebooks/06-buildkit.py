@@ -37,7 +37,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from IPython.display import Image, display
 
-import minibuild.builder.next.progressui  # noqa: F401 - registers the --progress plain/tty renderers
 from minibuild import trace
 from minibuild.api.daemon import embedded_daemon
 from minibuild.api.types import ImageBuildOptions
