@@ -509,6 +509,8 @@ def test_registry_options_are_checked_as_dockerd_checks_them():
          'invalid mirror: path, query, or fragment at end of the URI "https://m/path"'),
         ({"registry_mirrors": ["https://u:secret@m/"]},
          'invalid mirror: username/password not allowed in URI "https://u:xxxxx@m/"'),
+        ({"registry_mirrors": ["https://m:port"]}, 'invalid mirror: "https://m:port" is not a valid URI'),
+        ({"registry_mirrors": ["https://a b"]}, 'invalid mirror: "https://a b" is not a valid URI'),
         ({"insecure_registries": ["git://x"]}, "insecure registry git://x should not contain '://'"),
         ({"insecure_registries": ["-bad"]}, "invalid index name (-bad). Cannot begin or end with a hyphen"),
         ({"insecure_registries": ["in valid"]},

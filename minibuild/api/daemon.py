@@ -35,11 +35,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from minibuild import errdefs
+from minibuild import errdefs, gourl
 from minibuild.api import versions
 from minibuild.api.platforms import host_arch
 from minibuild.api.router.build import Backend as BuildBackend
@@ -153,17 +152,16 @@ _HOST_PORT_RE = re.compile(rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[
 def validate_mirror(value: str) -> str:
     """ValidateMirror: an http(s) URL without path, query or credentials, normalized to end in `/`."""
     try:
-        uri = urlsplit(value)
-        uri.port  # noqa: B018 - a malformed port raises here
-    except ValueError:
+        uri = gourl.parse(value)
+    except gourl.URLParseError:
         raise DaemonError(f'invalid mirror: "{value}" is not a valid URI') from None
     if uri.scheme not in ("http", "https"):
         raise DaemonError(f'invalid mirror: unsupported scheme "{uri.scheme}" in "{value}"')
-    if uri.path not in ("", "/") or uri.query or uri.fragment:
+    if uri.path not in ("", "/") or uri.raw_query or uri.fragment:
         raise DaemonError(f'invalid mirror: path, query, or fragment at end of the URI "{value}"')
-    if uri.username is not None:
-        host = uri.netloc.rpartition("@")[2]
-        shown = f"{uri.scheme}://{uri.username}:xxxxx@{host}{uri.path}"  # the password is never echoed
+    if uri.userinfo is not None:
+        username = uri.userinfo.partition(":")[0]
+        shown = f"{uri.scheme}://{username}:xxxxx@{uri.host}{uri.path}"  # the password is never echoed
         raise DaemonError(f'invalid mirror: username/password not allowed in URI "{shown}"')
     return value.removesuffix("/") + "/"
 
