@@ -29,7 +29,13 @@ from minibuild.distribution import (
 )
 from minibuild.distribution.auth import ChallengeManager, RepositoryScope, parse_challenge
 from minibuild.distribution.client import Descriptor, _rechunk
-from minibuild.distribution.config import ServiceConfig, is_secure_index, new_index_info, proxy_for
+from minibuild.distribution.config import (
+    ServiceConfig,
+    is_secure_index,
+    new_index_info,
+    proxy_for,
+    split_host_port,
+)
 from minibuild.distribution.errors import (
     ErrcodeError,
     ErrcodeErrors,
@@ -246,6 +252,16 @@ def test_loopback_and_listed_registries_are_insecure():
     assert is_secure_index(config, "10.2.0.1:5000")
     assert is_secure_index(config, "registry.internal:5001")
     assert is_secure_index(ServiceConfig(), "no-such-host.invalid")
+
+
+def test_split_host_port_falls_back_to_the_whole_value_as_go_callers_do():
+    assert split_host_port("[::1]:5000") == ("::1", "5000")
+    assert split_host_port("registry.local:5000") == ("registry.local", "5000")
+    for no_port in ("registry.local", "::1", "[::1]", "[a]:b:c", "a]b:5"):  # SplitHostPort's errors
+        assert split_host_port(no_port) == (no_port, "")
+    v6_loopback = ServiceConfig(insecure_registries=["::1/128"])  # dockerd 20.10 lists only 127.0.0.0/8
+    assert not is_secure_index(v6_loopback, "[::1]:5000")
+    assert is_secure_index(v6_loopback, "[::1]")  # no port: Go looks up "[::1]" as a name and finds none
 
 
 def test_an_insecure_bare_ip_is_an_index_name_not_a_network():

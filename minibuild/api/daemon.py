@@ -48,7 +48,7 @@ from minibuild.api.router.system import SystemRouter
 from minibuild.api.server import ENGINE_VERSION, OS_TYPE, Server
 from minibuild.defaults import default_data_root, default_host
 from minibuild.distribution import AuthConfig, RegistryService, ServiceConfig
-from minibuild.distribution.config import DEFAULT_INSECURE_CIDRS, INDEX_NAME, parse_cidr
+from minibuild.distribution.config import DEFAULT_INSECURE_CIDRS, INDEX_NAME, parse_cidr, split_host_port
 from minibuild.image.service import ImageService
 
 log = logging.getLogger("minibuild.daemon")
@@ -166,17 +166,6 @@ def validate_mirror(value: str) -> str:
     return value.removesuffix("/") + "/"
 
 
-def _split_host_port(value: str) -> tuple[str, str]:
-    """net.SplitHostPort, falling back to the whole value as the host (`[::1]:5000`, `host:5000`)."""
-    if value.startswith("[") and "]:" in value:
-        host, _, port = value[1:].partition("]:")
-        return host, port
-    if value.count(":") == 1:
-        host, _, port = value.partition(":")
-        return host, port
-    return value, ""
-
-
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -205,7 +194,7 @@ def validate_insecure_registry(value: str) -> str:
             raise DaemonError(f"insecure registry {value} should not contain '://'")
     if parse_cidr(value) is not None:
         return value
-    host, port = _split_host_port(value)
+    host, port = split_host_port(value)
     if not _HOST_PORT_RE.fullmatch(value) and not _is_ip(host):
         raise DaemonError(f'insecure registry {value} is not valid: invalid host "{host}"')
     if port and (not port.isdigit() or int(port) > 65535):

@@ -62,7 +62,7 @@ class IndexInfo:
 
 def _host_addresses(host: str) -> list[ipaddress._BaseAddress]:
     try:
-        return [ipaddress.ip_address(host.strip("[]"))]
+        return [ipaddress.ip_address(host)]
     except ValueError:
         pass
     try:
@@ -72,15 +72,25 @@ def _host_addresses(host: str) -> list[ipaddress._BaseAddress]:
     return [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
 
 
+def split_host_port(value: str) -> tuple[str, str]:
+    """net.SplitHostPort (`[::1]:5000`, `host:5000`); where it fails (no port, a bare IPv6 address, stray
+    brackets), the whole value as the host, as moby's callers fall back."""
+    if value.startswith("["):
+        end = value.find("]")
+        host, port, ok = value[1:end], value[end + 2 :], end > 0 and value[end + 1 : end + 2] == ":"
+    else:
+        host, colon, port = value.rpartition(":")
+        ok = bool(colon) and ":" not in host and "[" not in host
+    if not ok or ":" in port or "[" in port or "]" in port or "]" in host:
+        return value, ""
+    return host, port
+
+
 def is_secure_index(config: ServiceConfig, index_name: str) -> bool:
     """isSecureIndex: insecure when listed by name, or when any of its addresses is in an insecure CIDR."""
     if index_name in config.insecure_names:
         return False
-    host = index_name
-    if host.startswith("["):  # [::1]:5000
-        host = host[1:].split("]", 1)[0]
-    elif host.count(":") == 1:
-        host = host.split(":", 1)[0]
+    host, _ = split_host_port(index_name)
     for address in _host_addresses(host):
         if any(address in cidr for cidr in config.insecure_cidrs if cidr.version == address.version):
             return False
