@@ -21,7 +21,6 @@ import ipaddress
 import logging
 import os
 import platform
-import re
 import shutil
 import signal
 import socket
@@ -49,6 +48,7 @@ from minibuild.api.server import ENGINE_VERSION, OS_TYPE, Server
 from minibuild.defaults import default_data_root, default_host
 from minibuild.distribution import AuthConfig, RegistryService, ServiceConfig
 from minibuild.distribution.config import DEFAULT_INSECURE_CIDRS, INDEX_NAME, parse_cidr, split_host_port
+from minibuild.image.reference import DOMAIN_RE
 from minibuild.image.service import ImageService
 
 log = logging.getLogger("minibuild.daemon")
@@ -144,10 +144,6 @@ def listen_tcp(addr: str, port: int) -> socket.socket:
 
 # --- registry options (moby registry/config.go) -------------------------------------------------------
 
-# validHostPortRegex: a host name or IP, optionally with a port (the reference grammar's domain).
-_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_HOST_PORT_RE = re.compile(rf"{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*(?::[0-9]+)?")
-
 
 def validate_mirror(value: str) -> str:
     """ValidateMirror: an http(s) URL without path, query or credentials, normalized to end in `/`."""
@@ -195,7 +191,7 @@ def validate_insecure_registry(value: str) -> str:
     if parse_cidr(value) is not None:
         return value
     host, port = split_host_port(value)
-    if not _HOST_PORT_RE.fullmatch(value) and not _is_ip(host):
+    if not DOMAIN_RE.fullmatch(value) and not _is_ip(host):  # validHostPortRegex: the reference's domain
         raise DaemonError(f'insecure registry {value} is not valid: invalid host "{host}"')
     if port and (not port.isdigit() or int(port) > 65535):
         raise DaemonError(f'insecure registry {value} is not valid: invalid port "{port}"')

@@ -28,6 +28,7 @@ _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 _NAME = rf"(?:{_DOMAIN}/)?{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*"
 
+DOMAIN_RE = re.compile(_DOMAIN, re.ASCII)  # DomainRegexp: host name or IP, optional port
 REFERENCE_RE = re.compile(rf"({_NAME})(?::({_TAG}))?(?:@({_DIGEST}))?", re.ASCII)
 ANCHORED_NAME_RE = re.compile(rf"(?:({_DOMAIN})/)?({_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*)", re.ASCII)
 ANCHORED_TAG_RE = re.compile(_TAG, re.ASCII)
