@@ -135,7 +135,9 @@ def _begin(key: str, name: str, module: str, arguments: Mapping[str, Any]) -> Ev
     return event
 
 
-def _finish(event: Event, key: str, arguments: Mapping[str, Any], result: Any, err: BaseException | None):
+def _finish(
+    event: Event, key: str, arguments: Mapping[str, Any], result: Any, err: BaseException | None
+) -> None:
     # Runs even after the recording block ended: the event belongs to a recording already handed out.
     event.end = time.monotonic()
     if err is not None:

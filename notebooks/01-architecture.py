@@ -156,8 +156,8 @@ for version in ("1.12", "1.11", "1.41"):
         pinned.close()
 
 # %% [markdown]
-# Too old is answered in plain text, as dockerd does (its version middleware runs before the JSON
-# error writer); too new in JSON. The raw answers:
+# dockerd answers the two differently, and so does minibuild: too old in plain text (the headers of
+# Go's `http.Error`: `text/plain`, `nosniff`), too new as a JSON error. The raw answers:
 
 # %%
 for prefix in ("v1.11", "v1.41"):

@@ -169,8 +169,9 @@ for key, value in sorted(solve.details["frontend_attrs"].items()):
 print(f"{'exporter':>28} = {solve.details['exporter']!r}, attrs {solve.details['exporter_attrs']}")
 
 # %% [markdown]
-# `UNSET` (a `--build-arg` without a value) is dropped; `SOURCE_DATE_EPOCH` comes from the daemon's
-# environment, as BuildKit reads it; the tag became the exporter's `name`, normalized.
+# `UNSET` (a `--build-arg` without a value) is dropped; `SOURCE_DATE_EPOCH` was added by minibuild
+# from the daemon's environment (the notebook's: the daemon runs in it), where buildx would pass the
+# client's as a build arg; the tag became the exporter's `name`, normalized.
 #
 # ## The Dockerfile as a graph
 #
