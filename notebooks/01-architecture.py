@@ -215,7 +215,9 @@ if docker is None:
     print("no docker CLI on this machine: skipped")
 else:
     fmt = "--format={{.Server.APIVersion}} (minimum version {{.Server.MinAPIVersion}})"
-    ours = subprocess.run([docker, "-H", daemon.host, "version", fmt], capture_output=True, text=True)
+    ours = subprocess.run(
+        [docker, "-H", daemon.host, "version", fmt], capture_output=True, text=True, timeout=30
+    )
     print("docker CLI -> minibuild: API version", ours.stdout.strip() or ours.stderr.strip())
     real = subprocess.run([docker, "version", fmt], capture_output=True, text=True, timeout=30)
     if real.returncode == 0:

@@ -306,17 +306,20 @@ if docker is None:
     print("no docker CLI on this machine: skipped")
 else:
     env = {**os.environ, "DOCKER_BUILDKIT": "0", "DOCKER_HOST": daemon.host}
+    argv = [docker, "build", "-t", "app:v1", "--target", "final", str(app)]
     with trace.recording() as theirs:
-        subprocess.run(
-            [docker, "build", "-t", "app:v1", "--target", "final", str(app)], env=env, capture_output=True
-        )
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     with trace.recording() as ours, redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
         cli_main(["--host", daemon.host, "build", "-t", "app:v1", "--target", "final", str(app)])
-    q_theirs = dict(theirs.find("BuildRouter.post_build")[0].details["query"])
-    q_ours = dict(ours.find("BuildRouter.post_build")[0].details["query"])
-    for key in sorted(set(q_theirs) | set(q_ours)):
-        mark = "" if q_theirs.get(key) == q_ours.get(key) else "   <- differs"
-        print(f"{key:>13}: docker={q_theirs.get(key)!r:<16} minibuild={q_ours.get(key)!r}{mark}")
+    sent = theirs.find("BuildRouter.post_build")
+    if not sent:
+        print("the docker CLI sent no build request:", done.stderr.strip()[:300])
+    else:
+        q_theirs = dict(sent[0].details["query"])
+        q_ours = dict(ours.find("BuildRouter.post_build")[0].details["query"])
+        for key in sorted(set(q_theirs) | set(q_ours)):
+            mark = "" if q_theirs.get(key) == q_ours.get(key) else "   <- differs"
+            print(f"{key:>13}: docker={q_theirs.get(key)!r:<16} minibuild={q_ours.get(key)!r}{mark}")
 
 # %% [markdown]
 # ## Summary
