@@ -1,6 +1,7 @@
 # Quick start: `make lab` opens the notebooks, `make test` runs every check.
 # Both set everything up first; a second run with nothing changed only checks.
-PYTHON ?= python3
+# Evaluated after `system` has run, which installs a Python 3.11+ where the system has none.
+PYTHON ?= $(shell sh tools/find-python.sh)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -13,6 +14,7 @@ system:
 	@sh tools/setup-system.sh
 
 $(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "minibuild needs Python 3.11 or newer (python3.11 on PATH)." >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[lab,test]'
