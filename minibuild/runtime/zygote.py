@@ -1,4 +1,7 @@
-"""A fork server for build steps: one warm Python process forks the supervisor of every step.
+"""A fork server for build steps (stands in for containerd-shim/runc's fork-exec of `runc init`, runc
+libcontainer/process_linux.go; a minibuild-specific optimisation with no moby counterpart).
+
+One warm Python process forks the supervisor of every step.
 
 runc re-executes itself for each container (`runc init`); a fresh Python interpreter would cost tens
 of milliseconds per RUN, most of it imports (see bench/run_step.py). The zygote pays them once and
