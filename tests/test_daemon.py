@@ -186,6 +186,30 @@ def test_temporary_data_root_is_removed(tmp_path):
     assert not root.exists()
 
 
+@pytest.fixture
+def scratch(tmp_path, monkeypatch):
+    """Where tempfile makes an embedded daemon's socket directory and temporary data root."""
+    path = tmp_path / "tmp"
+    path.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(path))
+    return path
+
+
+def test_a_daemon_that_does_not_start_leaves_no_temporary_directory(scratch):
+    with pytest.raises(DaemonError, match="invalid mirror"):
+        embedded_daemon(registry_mirrors=["ftp://m"])  # refused before its temporary data root is used
+    assert list(scratch.iterdir()) == []
+
+
+def test_a_daemon_whose_data_root_is_unusable_leaves_only_the_callers_file(scratch, tmp_path):
+    data_root = tmp_path / "root"
+    data_root.write_text("not a directory")
+    with pytest.raises(DaemonError, match="cannot use data root"):
+        embedded_daemon(data_root)
+    assert list(scratch.iterdir()) == []
+    assert data_root.read_text() == "not a directory"
+
+
 def wait_for_socket(path: str, proc: subprocess.Popen) -> None:
     for _ in range(600):
         if os.path.exists(path):

@@ -621,6 +621,7 @@ class EmbeddedDaemon:
         ready.wait()
         if self._error is not None:
             self._thread.join()
+            self._remove_temporary_dirs()  # no caller will stop() a daemon that never started
             raise self._error
         _RUNNING[self.data_root.resolve()] = self
         return self
@@ -631,6 +632,9 @@ class EmbeddedDaemon:
             self._loop.call_soon_threadsafe(self.daemon.request_stop)
             self._thread.join(timeout=30)
         _RUNNING.pop(self.data_root.resolve(), None)
+        self._remove_temporary_dirs()
+
+    def _remove_temporary_dirs(self) -> None:
         shutil.rmtree(self._socket_dir, ignore_errors=True)
         if self._own_data_root:
             shutil.rmtree(self.data_root, ignore_errors=True)
