@@ -66,11 +66,12 @@ def convert_kv_strings_to_map(values: list[str]) -> dict[str, str]:
 class _UploadProgress:
     """progress.NewProgressReader over the context chunks: counts what has been handed to the socket.
 
-    The final `Sending build context …` line goes to `out` (stdout, or the quiet buffer) when the body
-    ends; intermediate updates are drawn on `live` (stderr) only when it is a terminal.
+    Every update goes to `out` (stdout, or the quiet buffer) when `live` (stdout is a terminal), each
+    line ended by CR so the next draws over it; otherwise only the last one, when the body ends
+    (the docker CLI's lastProgressOutput).
     """
 
-    def __init__(self, chunks: Iterable[bytes], out: TextIO, live: TextIO | None, clock: Any) -> None:
+    def __init__(self, chunks: Iterable[bytes], out: TextIO, live: bool, clock: Any) -> None:
         self.chunks, self.out, self.live, self.clock = chunks, out, live, clock
         self.sent = 0
 
@@ -79,11 +80,11 @@ class _UploadProgress:
         for chunk in self.chunks:
             self.sent += len(chunk)
             yield chunk
-            if self.live is not None and self.sent - last_update > _UPDATE_EVERY:
+            if self.live and self.sent - last_update > _UPDATE_EVERY:
                 now = self.clock()
                 if now - last_time >= _MIN_INTERVAL:
-                    self.live.write(raw_format_progress(_ACTION, JSONProgress(self.sent)).decode())
-                    self.live.flush()
+                    self.out.write(raw_format_progress(_ACTION, JSONProgress(self.sent)).decode())
+                    self.out.flush()
                     last_update, last_time = self.sent, now
         # The last update, then the raw formatter's newline: "…  2.048kB\r\r\n", as the CLI prints it.
         self.out.write(
@@ -202,7 +203,7 @@ def run_build(ns: argparse.Namespace, cli: Any) -> int:
     progress_buffer = io.StringIO() if ns.quiet else cli.stdout
     build_buffer = io.StringIO() if ns.quiet else cli.stdout
     chunks, dockerfile = prepare_context(ns, cli.stdin)
-    live = cli.stderr if (not ns.quiet and cli.stderr.isatty()) else None
+    live = cli.stdout.isatty()  # checked even when quiet, as the docker CLI does: then drawn in the buffer
     body = _UploadProgress(buildcontext.compress(chunks, compression), progress_buffer, live, cli.clock)
 
     options = ImageBuildOptions(
