@@ -354,6 +354,70 @@ def test_build_cancelled_message(tmp_path):
     assert sink.getvalue().endswith(b'{"stream":"Build cancelled\\n"}\r\n')
 
 
+class CancellingSink:
+    """A stream sink that cancels the build's task when the `nth` message containing `when` is written:
+    the request to stop lands while the build runs, as a client's disconnect does."""
+
+    def __init__(self, when: bytes, nth: int = 1) -> None:
+        self.buffer = bytearray()
+        self.when, self.nth = when, nth
+
+    def write(self, data: bytes) -> None:
+        self.buffer += data
+        if self.when in data:
+            self.nth -= 1
+            if self.nth == 0:
+                asyncio.current_task().cancel()
+
+
+@pytest.mark.parametrize(
+    ("when", "nth"),
+    # Step 2 writes " ---> Running in <id>", "Removing intermediate container <id>", " ---> <id>": the
+    # third " ---> " of the build (after FROM's) is the end of step 2.
+    [(b'"Step 2/3 : ENV B=2"', 1), (b" ---\\u003e ", 3)],
+    ids=["while-step-2-runs", "after-step-2"],
+)
+def test_cancelling_between_two_metadata_steps(tmp_path, when, nth):
+    """moby's loop checks clientCtx.Done() before each command: a step that was running finishes its
+    commit, the next one never starts, the stream ends with "Build cancelled"."""
+    from minibuild.api.backend import BuildConfig, ProgressWriter
+    from minibuild.api.streamformatter import (
+        AuxFormatter,
+        JSONProgressOutput,
+        new_stderr_writer,
+        new_stdout_writer,
+    )
+    from minibuild.api.types import ImageBuildOptions
+
+    bench = BuildBench(tmp_path / "root")
+    body = tmp_path / "body.tar"
+    body.write_bytes(tar_of({"Dockerfile": b"FROM busybox:local\nENV B=2\nENV C=3\n"}))
+    sink = CancellingSink(when, nth)
+    writer = ProgressWriter(
+        sink, new_stdout_writer(sink), new_stderr_writer(sink), AuxFormatter(sink), JSONProgressOutput(sink)
+    )
+    before = image_count_of(bench)
+
+    async def scenario():
+        with pytest.raises(asyncio.CancelledError):
+            await bench.backend.build(BuildConfig(body, ImageBuildOptions(), writer))
+
+    asyncio.run(scenario())
+    texts = [json.loads(line).get("stream") for line in bytes(sink.buffer).split(b"\r\n") if line]
+    assert texts[-1] == "Build cancelled\n"
+    assert "Step 2/3 : ENV B=2" in texts and "Step 3/3 : ENV C=3" not in texts
+    assert texts[texts.index("Step 2/3 : ENV B=2") + 2].startswith(" ---> ")  # step 2 finished
+    images = bench.service.image_store.images().values()
+    assert image_count_of(bench) == before + 1
+    assert any("B=2" in json.dumps(i.config) for i in images)
+    assert not any("C=3" in json.dumps(i.config) for i in images)
+    assert leftovers(bench.data_root) == []
+
+
+def image_count_of(bench: BuildBench) -> int:
+    return len(bench.service.image_store.images())
+
+
 def test_build_cancel_does_not_stop_a_classic_build(daemon):
     """/build/cancel is for BuildKit builds; a classic build with that buildid runs on (reference §6.2)."""
     import http.client

@@ -12,6 +12,8 @@ import asyncio
 import io
 import secrets
 import shutil
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from minibuild import errdefs, trace
 from minibuild.api.backend import BuildConfig
@@ -35,6 +37,7 @@ from minibuild.dockerfile import (
     ArgCommand,
     Command,
     DockerfileError,
+    RunCommand,
     Stage,
     has_stage,
     new_label_command,
@@ -43,6 +46,8 @@ from minibuild.dockerfile import (
 from minibuild.dockerfile import Result as ParseResult
 from minibuild.dockerfile.shell import Lex
 from minibuild.image.service import truncate_id
+
+T = TypeVar("T")
 
 
 class BuildManager:
@@ -146,11 +151,14 @@ class Builder:
             dispatch_request.state.update_run_config()
             self.stdout.write(f" ---> {truncate_id(dispatch_request.state.image_id)}\n")
             for cmd in stage.commands:
-                # moby selects on <-b.clientCtx.Done() here; in asyncio a cancelled build stops at its
-                # next await, between steps or inside a RUN, and build() says "Build cancelled".
+                if client_ctx_done():  # select { case <-b.clientCtx.Done(): ... default: }
+                    raise asyncio.CancelledError("Build cancelled")  # build() says so in the stream
                 current_command_index = print_command(self.stdout, current_command_index, total_commands, cmd)
 
-                await dispatch(dispatch_request, cmd)
+                if isinstance(cmd, RunCommand):  # a RUN stops at once: its process is killed
+                    await dispatch(dispatch_request, cmd)
+                else:  # the other steps always finish their commit; the check above then stops the build
+                    await run_to_completion(dispatch(dispatch_request, cmd))
                 dispatch_request.state.update_run_config()
                 self.stdout.write(f" ---> {truncate_id(dispatch_request.state.image_id)}\n")
 
@@ -159,6 +167,26 @@ class Builder:
             commit_stage(dispatch_request.state, stages_results)
         build_args.warn_on_unused_build_args(self.stdout)
         return dispatch_request.state if dispatch_request is not None else None
+
+
+def client_ctx_done() -> bool:
+    """`<-clientCtx.Done()` without waiting: was this build's task asked to stop (the client went away,
+    the daemon is stopping)? A request made while a step ran is seen here, before the next command."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def run_to_completion(step: Awaitable[T]) -> T:
+    """Await a step that cancellation does not interrupt (moby's COPY and commits take no context): a
+    cancel that arrives meanwhile stays pending, for client_ctx_done() to see once the step is done."""
+    task = asyncio.ensure_future(step)
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            continue
 
 
 def new_builder(config: BuildConfig, components: BuildComponents) -> Builder:
