@@ -319,6 +319,16 @@ def test_copy_wildcard_matching_nothing(bench):
     assert str(built.error) == "COPY failed: no source files were specified"
 
 
+@pytest.mark.parametrize("instruction", ["ADD", "COPY"])
+def test_a_source_missing_from_the_context(bench, instruction):
+    """Reference §4.2: the message names the instruction and the path as written."""
+    built = bench.build(f"FROM busybox:local\n{instruction} nope.txt /\n")
+    assert str(built.error) == (
+        f"{instruction} failed: file not found in build context or excluded by .dockerignore: "
+        "stat nope.txt: file does not exist"
+    )
+
+
 def test_copy_chown_and_chmod(bench):
     dockerfile = """FROM busybox:local
 COPY --chown=nobody:www-data f.txt /named.txt

@@ -151,7 +151,10 @@ def test_cancel_ends_the_stream_with_context_canceled(daemon):
     assert status == 200
     assert messages[-1] == {"errorDetail": {"message": "context canceled"}, "error": "context canceled"}
     sleeping = [v for v in vertices_from_trace(traces(messages)) if v.name == "[2/2] RUN sleep 60"]
-    assert sleeping and sleeping[0].error == "context canceled"
+    # Reference §6.2: the running step's error wraps its killed process's, the stream's stays plain.
+    assert sleeping and sleeping[0].error == (
+        "executor failed running [/bin/sh -c sleep 60]: exit code: 137: context canceled: context canceled"
+    )
 
 
 def test_prune_answers_in_dockerds_shape(daemon):

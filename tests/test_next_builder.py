@@ -1,20 +1,23 @@
 """The BuildKit-style builder end to end through Backend.build, with real RUN steps on busybox."""
 
 import asyncio
+import base64
 import contextlib
 import http.server
+import json
 import os
 import re
 import threading
 
 import pytest
-from test_next_harness import IMAGE_ID, NextBench, needs_root, snapshot_of_tree, tar_of
+from test_next_harness import IMAGE_ID, TRACE, NextBench, needs_root, snapshot_of_tree, tar_of
 
 from minibuild import errdefs
 from minibuild.api.backend import BuildConfig, ProgressWriter
 from minibuild.api.streamformatter import AuxFormatter, BufferSink, JSONProgressOutput
 from minibuild.api.types import BuildCachePruneOptions, ImageBuildOptions
 from minibuild.builder.next import builder as builder_module
+from minibuild.builder.next.progress import StatusResponse
 from minibuild.builder.next.solver import CANCELED, SolveError
 
 pytestmark = [pytest.mark.root, needs_root]
@@ -157,7 +160,10 @@ def test_failure_names_the_vertex_and_cancels_its_siblings(bench):
     assert built.error.vertex.name == "[bad 2/2] RUN echo oops && exit 3"
     assert built.vertices["[bad 2/2] RUN echo oops && exit 3"].error == str(built.error)
     # The sibling was stopped when the failure came: killed, its output never written.
-    assert built.vertices["[slow 2/2] RUN sleep 30 && echo slow-done > /s"].error == CANCELED
+    assert built.vertices["[slow 2/2] RUN sleep 30 && echo slow-done > /s"].error == (
+        f"executor failed running [/bin/sh -c sleep 30 && echo slow-done > /s]: exit code: 137: {CANCELED}: "
+        f"{CANCELED}"
+    )
     assert b"oops\n" in built.logs() and b"slow-done" not in built.logs()
     assert not any(v.started for name, v in built.vertices.items() if "COPY --from" in name)
 
@@ -210,9 +216,17 @@ def upload_pair(bench, *, send: bool, wait: bool):
 
 
 def test_upload_request_flow(bench):
-    (built, sink), (uploaded, _) = upload_pair(bench, send=True, wait=True)
-    assert uploaded is None  # the upload half builds nothing
-    assert built.image_id.startswith("sha256:") and b"uploaded" in sink.getvalue() or built.image_id
+    (built, sink), (uploaded, upload_sink) = upload_pair(bench, send=True, wait=True)
+    assert uploaded is None and upload_sink.getvalue() == b""  # the upload half builds nothing
+    # The waiting half built the uploaded context: its RUN ran, and the image is that Dockerfile's.
+    messages = [json.loads(line) for line in sink.getvalue().split(b"\r\n") if line]
+    traces = [StatusResponse.unmarshal(base64.b64decode(m["aux"])) for m in messages if m.get("id") == TRACE]
+    names = [v.name for sr in traces for v in sr.vertexes]
+    assert "[2/2] RUN echo uploaded" in names
+    assert b"uploaded\n" in b"".join(log.data for sr in traces for log in sr.logs)
+    assert {"id": IMAGE_ID, "aux": {"ID": built.image_id}} in messages
+    history = bench.config(built.image_id)["history"]
+    assert history[-1]["created_by"] == "RUN /bin/sh -c echo uploaded # buildkit"
     assert bench.builder.jobs == {}
 
 

@@ -49,6 +49,7 @@ from minibuild.archive.changes import export_changes
 from minibuild.builder import run_in_thread as in_thread
 from minibuild.builder.next.cache import JobCache, Ref
 from minibuild.builder.next.llb import Vertex, canonical
+from minibuild.builder.next.progress import CANCELED
 from minibuild.builder.next.solver import CacheMap, ExecContext
 from minibuild.image.service import ImageService
 from minibuild.runtime import ContainerError, ProcessSpec, Runtime, UserLookupError, get_exec_user
@@ -430,8 +431,12 @@ class ExecOp:
                     )
                 except (ContainerError, UserLookupError) as err:
                     raise OpError(str(err)) from None
+                except asyncio.CancelledError:
+                    # The process is killed (SIGKILL: 137), and runc's error carries the context's.
+                    ctx.canceled_as = f"{_executor_failed(spec.args, 137)}: {CANCELED}"
+                    raise
             if code != 0:
-                raise OpError(f"executor failed running [{' '.join(spec.args)}]: exit code: {code}")
+                raise OpError(_executor_failed(spec.args, code))
             if stubs:
                 await in_thread(self.worker.remove_stubs, snapshot, stubs)
             return await in_thread(self.worker.new_layer_from, snapshot, root)
@@ -477,6 +482,10 @@ class ExecOp:
                 else:
                     out.append(RuntimeMount("bind", str(source), ("rbind",), rel))
         return out, stubs, locks
+
+
+def _executor_failed(args: list[str], code: int) -> str:
+    return f"executor failed running [{' '.join(args)}]: exit code: {code}"
 
 
 def _mount_point(tree: Path, target: Path, is_dir: bool) -> list[str]:

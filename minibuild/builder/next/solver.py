@@ -103,6 +103,8 @@ class ExecContext:
 
     vertex: Vertex
     job: Job
+    # What the op was doing when it was cancelled, if it says (a RUN: its killed process's exit).
+    canceled_as: str = ""
 
     def log(self, stream: int, data: bytes) -> None:
         """A piece of the vertex's output (stream 1 stdout, 2 stderr)."""
@@ -330,10 +332,12 @@ class Job:
         try:
             # _step, inline: one coroutine less per vertex counts when ten thousand are scheduled.
             self._begin(vertex)
+            ctx = ExecContext(vertex, self)
             try:
-                result = await self._op(vertex).exec(ExecContext(vertex, self), inputs)
+                result = await self._op(vertex).exec(ctx, inputs)
             except asyncio.CancelledError:
-                self._finish(vertex, CANCELED)
+                # BuildKit wraps the op's own error with the context's: `<what happened>: context canceled`.
+                self._finish(vertex, f"{ctx.canceled_as}: {CANCELED}" if ctx.canceled_as else CANCELED)
                 raise
             except SolveError:
                 raise
@@ -391,7 +395,3 @@ class Job:
         if run is None:
             run = self.runs[vertex.digest] = VertexRun(vertex)
         return run
-
-
-def _is_source(vertex: Vertex) -> bool:
-    return vertex.kind == "source"
