@@ -337,9 +337,13 @@ ERRORS = [
         "FROM a\nHEALTHCHECK --retries=3000000000 CMD true\n",
         'dockerfile parse error line 2: strconv.ParseInt: parsing "3000000000": value out of range',
     ),
-    (
+    (  # dockerd 20.10.24's answers to both
         "FROM a\nHEALTHCHECK --retries=-1 CMD true\n",
-        "dockerfile parse error line 2: --retries cannot be negative (-1)",
+        "dockerfile parse error line 2: --retries must be at least 1 (not -1)",
+    ),
+    (
+        "FROM a\nHEALTHCHECK --retries=0 CMD true\n",
+        "dockerfile parse error line 2: --retries must be at least 1 (not 0)",
     ),
     ("FROM a\nHEALTHCHECK NONE x\n", "dockerfile parse error line 2: HEALTHCHECK NONE takes no arguments"),
     ("FROM a\nHEALTHCHECK CMD\n", "dockerfile parse error line 2: Missing command after HEALTHCHECK CMD"),

@@ -663,8 +663,8 @@ def _parse_healthcheck(req: _Request) -> HealthCheckCommand:
             health.retries = gotext.parse_int(flags.get("retries"), 32)
         except ValueError as e:
             raise DockerfileError(str(e)) from None
-        if health.retries < 0:
-            raise DockerfileError(f"--retries cannot be negative ({health.retries})")
+        if health.retries < 1:  # moby 20.10's rule (measured); newer BuildKit takes 0 and says "negative"
+            raise DockerfileError(f"--retries must be at least 1 (not {health.retries})")
     return HealthCheckCommand(**req.base(), health=health)
 
 
