@@ -563,7 +563,7 @@ class FileOp:
                     head = raw.read(1)
                     raw.seek(0)
                     if head:
-                        untar(decompress_stream(raw), staging, whiteouts="keep")
+                        untar(raw, staging, whiteouts="keep")
             except ArchiveError as err:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise OpError(str(err)) from None
@@ -587,8 +587,7 @@ class FileOp:
                 elif kind == "mkfile":
                     _mkfile(root, action["path"], action["mode"], bytes.fromhex(action["data"]), owner)
                 elif kind == "copy":
-                    scratch = self.worker.cache.manager.staging_dir("unpack-")
-                    _copy(views[action["input"]], root, action, owner, scratch)
+                    _copy(views[action["input"]], root, action, owner)
                 else:
                     raise OpError(f"unsupported file action {kind}")
 
@@ -672,9 +671,7 @@ def _mkfile(root: Path, path: str, mode: int, data: bytes, owner: tuple[int, int
         os.lchown(target, *owner)
 
 
-def _copy(
-    src_root: Path, dest_root: Path, action: dict, owner: tuple[int, int] | None, scratch: Path
-) -> None:
+def _copy(src_root: Path, dest_root: Path, action: dict, owner: tuple[int, int] | None) -> None:
     """docopy: resolve wildcards, then unpack archives (ADD) or copy each match."""
     src = posixpath.normpath("/" + action["src"])
     if action.get("allow_wildcard") and _WILDCARD.search(src):
@@ -684,7 +681,7 @@ def _copy(
     else:
         matches = [src]
     for match in matches:
-        if action.get("attempt_unpack") and _unpack(src_root, match, dest_root, action["dest"], scratch):
+        if action.get("attempt_unpack") and _unpack(src_root, match, dest_root, action["dest"]):
             continue
         _copy_one(src_root, match, dest_root, action, owner)
 
@@ -774,28 +771,21 @@ class _Copier:
         os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
 
-def _unpack(src_root: Path, src: str, dest_root: Path, dest: str, scratch: Path) -> bool:
+def _unpack(src_root: Path, src: str, dest_root: Path, dest: str) -> bool:
     """ADD of a local archive: extract it into the destination directory; False if it is no archive.
 
-    It is unpacked on the host (in `scratch`) first: untar resolves its destination with realpath,
-    which would leave a mounted snapshot's view (/proc/<pid>/root/...) for the host's directory.
+    untar resolves every entry below the destination as given, so a mounted snapshot's view
+    (/proc/<pid>/root/...) is filled in place.
     """
     path = _in_root(src_root, src)
     if not path.is_file() or not _is_archive(path):
         return False
     target = _mkdir_all(dest_root, dest, None)
-    scratch.mkdir()
-    try:
-        with open(path, "rb") as raw:
-            try:
-                untar(decompress_stream(raw), scratch, whiteouts="keep")
-            except ArchiveError as err:
-                raise OpError(str(err)) from None
-        copier = _Copier(None, None)
-        for name in sorted(os.listdir(scratch)):
-            copier.copy(scratch / name, target / name)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with open(path, "rb") as raw:
+        try:
+            untar(raw, target, whiteouts="keep")
+        except ArchiveError as err:
+            raise OpError(str(err)) from None
     return True
 
 
