@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from minibuild import errdefs
+from minibuild.api.platforms import host_arch
 from minibuild.api.streamformatter import JSONProgressOutput
 from minibuild.builder import BuildComponents, run_in_thread
 from minibuild.distribution import AuthConfig, Platform
 from minibuild.image.image import Image
 from minibuild.image.reference import InvalidReference, parse_normalized_named, tag_name_only
-from minibuild.image.service import host_architecture
 from minibuild.layer import chain_id_of
 from minibuild.snapshot import Snapshot
 
@@ -40,7 +40,7 @@ class BuilderImage:
     @classmethod
     def scratch(cls, platform: Platform | None = None) -> "BuilderImage":
         os_name = platform.os if platform is not None else "linux"
-        arch = platform.architecture if platform is not None else host_architecture()
+        arch = platform.architecture if platform is not None else host_arch()
         return cls("", {"os": os_name, "architecture": arch, "rootfs": {"type": "layers"}})
 
     def run_config(self) -> dict[str, Any] | None:
