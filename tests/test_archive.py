@@ -71,7 +71,7 @@ def dest(tmp_path):
         (b"\x1f\x8b\x08\x00", "gzip"),
         (b"BZh91AY", "bzip2"),
         (b"\xfd7zXZ\x00\x00", "xz"),
-        (b"\x28\xb5\x2f\xfd", "zstd"),
+        (b"\x28\xb5\x2f\xfd", "identity"),  # zstd: unknown to moby 20.10
         (b"Dockerfile\x00", "identity"),
         (b"", "identity"),
         (b"\x1f\x8b", "identity"),  # too short to be gzip
@@ -125,8 +125,8 @@ def test_corrupt_gzip_is_archive_error(dest):
         extract(bytes(data), dest)
 
 
-def test_zstd_is_refused_clearly(dest):
-    with pytest.raises(ArchiveError, match="unsupported compression format zstd"):
+def test_zstd_is_read_as_a_plain_tar_as_moby_20_10_reads_it(dest):
+    with pytest.raises(ArchiveError, match="unexpected EOF"):
         extract(b"\x28\xb5\x2f\xfd" + bytes(100), dest)
 
 
