@@ -19,6 +19,7 @@ only which registries a header named.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import inspect
@@ -175,10 +176,7 @@ def traced(fn: F) -> F:
 
     if inspect.iscoroutinefunction(fn):
 
-        @functools.wraps(fn)
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            if not ENABLED:
-                return await fn(*args, **kwargs)
+        async def traced_call(args: tuple, kwargs: dict) -> Any:
             arguments = _arguments(signature, args, kwargs)
             event = _begin(key, name, module, arguments)
             if event is None:
@@ -194,8 +192,14 @@ def traced(fn: F) -> F:
             _finish(event, key, arguments, result, None)
             return result
 
+        @functools.wraps(fn)
+        def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not ENABLED:
+                return fn(*args, **kwargs)  # fn's own coroutine: no frame of ours while it runs
+            return traced_call(args, kwargs)
+
         async_wrapper.trace_key = key  # type: ignore[attr-defined]
-        return async_wrapper  # type: ignore[return-value]
+        return _mark_coroutine_function(async_wrapper)  # type: ignore[return-value]
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -218,6 +222,16 @@ def traced(fn: F) -> F:
 
     wrapper.trace_key = key  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]
+
+
+def _mark_coroutine_function(wrapper: F) -> F:
+    """Make a plain function that returns a coroutine pass for a coroutine function (aiohttp checks
+    its handlers with inspect's and asyncio's iscoroutinefunction)."""
+    mark = getattr(inspect, "markcoroutinefunction", None)  # Python 3.12+
+    if mark is not None:
+        return mark(wrapper)
+    wrapper._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]  # 3.11's marker
+    return wrapper
 
 
 def point(name: str, **values: Any) -> None:

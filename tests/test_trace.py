@@ -80,6 +80,28 @@ def test_concurrent_tasks_stay_under_their_caller():
     assert {e.parent for e in leaves} == {root.seq}
 
 
+def test_off_a_marked_coroutine_function_hands_back_the_functions_own_coroutine():
+    coro = _leaf("a")  # no wrapper coroutine around it: nothing of ours runs while it does
+    try:
+        assert coro.cr_code is _leaf.__wrapped__.__code__
+    finally:
+        coro.close()
+    assert asyncio.run(_leaf("b")) == "B"
+    assert asyncio.iscoroutinefunction(_leaf)  # what aiohttp asks of a handler
+
+
+def test_on_a_coroutine_awaited_in_another_task_stays_under_its_caller():
+    @trace.traced
+    async def spawner() -> str:
+        return await asyncio.create_task(_leaf("t"))
+
+    with trace.recording() as rec:
+        assert asyncio.run(spawner()) == "T"
+    outer, inner = rec.events
+    assert outer.function.endswith("spawner") and (inner.function, inner.parent) == ("_leaf", outer.seq)
+    assert inner.end is not None and outer.end is not None and inner.end <= outer.end
+
+
 def test_errors_are_recorded_and_still_raised():
     with trace.recording() as rec, pytest.raises(ValueError):
         _fails()
