@@ -16,8 +16,8 @@ import asyncio
 import gzip
 import hashlib
 import json
-import shutil
 import tempfile
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -173,7 +173,7 @@ class _Pusher:
             finally:
                 for task in uploads:
                     task.cancel()
-                await asyncio.gather(*uploads, return_exceptions=True)
+                await _wait_until_done(uploads)  # the temp directory goes only after every upload
         config_descriptor = Descriptor(MEDIA_TYPE_IMAGE_CONFIG, image_id, len(config))
         if await self.repo.stat_blob(image_id) is None:
             await self.repo.upload_blob(config, image_id, len(config), self.options.chunk_size)
@@ -214,7 +214,7 @@ class _Pusher:
                 self.remote_layers[layer.diff_id] = known
                 return known
             path = tmp / layer.diff_id.replace(":", "-")
-            digest, size = await asyncio.to_thread(_gzip_layer, layer, path)
+            digest, size = await _gzip_layer_in_thread(layer, path)
             descriptor = Descriptor(MEDIA_TYPE_LAYER, digest, size)
             if await self.repo.stat_blob(digest) is None:
                 reader = progress.ProgressReader(self.out, id, "Pushing", size)
@@ -260,8 +260,47 @@ def _diff_ids(config: bytes) -> list[str]:
     return [str(d) for d in diff_ids]
 
 
-def _gzip_layer(layer: Layer, path: Path) -> tuple[str, int]:
-    """Compress the layer's tar (gzip, Go's default level, no timestamp): (digest, size) of the blob."""
+class _Stopped(Exception):
+    """The push gave up on a layer while it was being compressed."""
+
+
+async def _gzip_layer_in_thread(layer: Layer, path: Path) -> tuple[str, int]:
+    """`_gzip_layer` in a worker thread that is never left running: when the upload is cancelled, the
+    thread is told to stop and waited for, so it writes nothing into the push's temp directory once
+    that directory is being removed."""
+    stop = threading.Event()
+    work = asyncio.ensure_future(asyncio.to_thread(_gzip_layer, layer, path, stop))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        stop.set()
+        await _wait_until_done([work])
+        raise
+
+
+async def _wait_until_done(tasks: list[asyncio.Future]) -> None:
+    """Wait until every task has ended, even through cancellations of this wait (raised afterwards).
+
+    Their results and errors are dropped: the caller is already failing or being cancelled.
+    """
+    cancelled = False
+    while not all(task.done() for task in tasks):
+        try:
+            await asyncio.wait(tasks)
+        except asyncio.CancelledError:
+            cancelled = True  # e.g. the daemon stopping: what runs in the temp directory still ends first
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not log it as lost
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+def _gzip_layer(layer: Layer, path: Path, stop: threading.Event) -> tuple[str, int]:
+    """Compress the layer's tar (gzip, Go's default level, no timestamp): (digest, size) of the blob.
+
+    Checks `stop` between chunks and raises _Stopped once it is set.
+    """
     hasher = hashlib.sha256()
     size = 0
 
@@ -280,7 +319,10 @@ def _gzip_layer(layer: Layer, path: Path) -> tuple[str, int]:
         layer.open() as src,
         gzip.GzipFile(fileobj=_Hashing(), mode="wb", compresslevel=6, mtime=0) as gz,
     ):
-        shutil.copyfileobj(src, gz, _CHUNK)
+        while chunk := src.read(_CHUNK):
+            if stop.is_set():
+                raise _Stopped(layer.diff_id)
+            gz.write(chunk)
     return "sha256:" + hasher.hexdigest(), size
 
 
