@@ -1,12 +1,15 @@
 """Real clients against the daemon: docker-py 7.2.0 and the docker CLI (28.2.2, classic builder).
 
-Builds go to the test double (api_doubles.RecordingBuildBackend, which runs nothing); images are real
-(imported through the API into the image service).
+docker-py builds for real (`APIClient.build`, `DockerClient.images.build`) on a daemon with the real
+builders and the offline busybox image, then lists and inspects what it built. The other tests look
+at the wire: their builds go to the test double (api_doubles.RecordingBuildBackend, which runs
+nothing, so what a client sent can be read back); their images are real (imported through the API).
 """
 
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -18,10 +21,12 @@ from api_doubles import tar_of
 
 from minibuild.api.daemon import embedded_daemon
 from minibuild.client import APIClient
+from minibuild.image.busybox import create_busybox_image
 
 ROOTFS = tar_of({"bin/x": b"hello", "etc/passwd": b"root:x:0:0::/root:/bin/sh\n"})
 DOCKER = shutil.which("docker")
 needs_docker_cli = pytest.mark.skipif(DOCKER is None, reason="the docker CLI is not installed")
+runs_steps = pytest.mark.skipif(os.geteuid() != 0, reason="RUN steps need root (or user namespaces) here")
 backend = api_doubles.backend  # the fixture, imported explicitly
 
 
@@ -50,7 +55,7 @@ def test_docker_py_negotiates_from_version(dpy):
     assert dpy.info()["OSType"] == "linux"
 
 
-def test_docker_py_low_level_build(dpy, backend):
+def test_what_docker_py_sends_with_a_build(dpy, backend):
     context = tar_of({"Dockerfile": b"FROM scratch\nRUN echo from-dpy\n"})
     out = list(
         dpy.build(
@@ -68,22 +73,85 @@ def test_docker_py_low_level_build(dpy, backend):
     assert backend.bodies[-1] == context
 
 
-def test_docker_py_high_level_build_finds_the_image(daemon, backend):
-    client = docker.DockerClient(base_url=daemon.host)
+# --- docker-py builds for real ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_daemon(tmp_path_factory):
+    """A daemon with the real builders, its store holding the offline busybox image."""
+    with embedded_daemon(tmp_path_factory.mktemp("real")) as d:
+        create_busybox_image(d.daemon.image_service, "busybox:latest", source_date_epoch=0)
+        yield d
+
+
+def file_in_saved_image(archive: bytes, path: str) -> bytes | None:
+    """`path` as the top-most layer of a `docker save` archive that has it holds it."""
+    with tarfile.open(fileobj=io.BytesIO(archive)) as outer:
+        (manifest,) = json.load(outer.extractfile("manifest.json"))
+        for layer in reversed(manifest["Layers"]):
+            with tarfile.open(fileobj=outer.extractfile(layer)) as inner:
+                if path in inner.getnames():
+                    return inner.extractfile(path).read()
+    return None
+
+
+@pytest.mark.root
+@runs_steps
+def test_docker_py_low_level_build_runs_then_lists_and_inspects(real_daemon):
+    dpy = docker.APIClient(base_url=real_daemon.host)
     try:
-        context = tar_of({"Dockerfile": b"FROM scratch\n"})
+        dockerfile = b'FROM busybox:latest\nARG A\nRUN echo "from-dpy $A" > /f && cat /f\nLABEL via=api\n'
+        out = list(
+            dpy.build(
+                fileobj=io.BytesIO(tar_of({"Dockerfile": dockerfile})),
+                custom_context=True,
+                tag="mbref-dpy:api",
+                decode=True,
+                buildargs={"A": "1"},
+            )
+        )
+        assert not [m for m in out if "error" in m], out
+        text = "".join(m.get("stream", "") for m in out)
+        assert "from-dpy 1\n" in text  # the RUN step ran, its output streamed back
+        assert out[-1] == {"stream": "Successfully tagged mbref-dpy:api\n"}
+        short_id = re.search(r"Successfully built ([0-9a-f]{12})\n", text).group(1)
+
+        (listed,) = [i for i in dpy.images() if "mbref-dpy:api" in (i["RepoTags"] or [])]
+        assert listed["Id"].startswith("sha256:" + short_id)
+        inspected = dpy.inspect_image(short_id)  # a short id resolves, as docker-py relies on
+        busybox = dpy.inspect_image("busybox:latest")
+        assert inspected["Id"] == listed["Id"] and inspected["RepoTags"] == ["mbref-dpy:api"]
+        assert inspected["Config"]["Labels"] == {"via": "api"} and inspected["Config"]["Cmd"] == ["sh"]
+        assert inspected["RootFS"]["Layers"][:-1] == busybox["RootFS"]["Layers"]  # one layer more: RUN's
+        archive = b"".join(dpy.get_image("mbref-dpy:api"))
+        assert file_in_saved_image(archive, "f") == b"from-dpy 1\n"
+    finally:
+        dpy.close()
+
+
+@pytest.mark.root
+@runs_steps
+def test_docker_py_high_level_build_runs_then_lists_and_inspects(real_daemon):
+    client = docker.DockerClient(base_url=real_daemon.host)
+    try:
+        context = tar_of({"Dockerfile": b'FROM busybox:latest\nRUN echo hl > /hl\nCMD ["cat", "/hl"]\n'})
         image, logs = client.images.build(
             fileobj=io.BytesIO(context), custom_context=True, tag="mbref-dpy:hl"
-        )
-        assert image.id == backend.result_id  # it looked up the 12-hex id from "Successfully built"
+        )  # it finds the image by the short id of "Successfully built"
         assert any("Successfully built" in entry.get("stream", "") for entry in logs)
+        assert image.tags == ["mbref-dpy:hl"] and image.attrs["Config"]["Cmd"] == ["cat", "/hl"]
+        assert image.id in [i.id for i in client.images.list()]
+        assert client.images.get("mbref-dpy:hl").id == image.id
+        assert image.history()[0]["Id"] == image.id
         with pytest.raises(docker.errors.BuildError, match="returned a non-zero code: 3"):
             client.images.build(
-                fileobj=io.BytesIO(tar_of({"Dockerfile": b"FROM scratch\nRUN exit 3\n"})), custom_context=True
+                fileobj=io.BytesIO(tar_of({"Dockerfile": b"FROM busybox:latest\nRUN exit 3\n"})),
+                custom_context=True,
             )
         with pytest.raises(docker.errors.APIError, match=r"400 Client Error.*unknown instruction: BOGUS"):
             client.images.build(
-                fileobj=io.BytesIO(tar_of({"Dockerfile": b"FROM scratch\nBOGUS\n"})), custom_context=True
+                fileobj=io.BytesIO(tar_of({"Dockerfile": b"FROM busybox:latest\nBOGUS\n"})),
+                custom_context=True,
             )
     finally:
         client.close()
