@@ -8,6 +8,11 @@ credentials (`get_auth_configs`), streams the request body to a file under the d
 dockerd's: an error before the first message is an ordinary HTTP error; after it, the status is
 already 200 and the error becomes the stream's last message. Quiet builds (`q=1`) keep the verbose log
 in memory and send it only if the build fails, then the error; on success only the image id.
+
+Options minibuild cannot honour are either refused as dockerd refuses them (`securityopt`, an
+`isolation` other than `default`, `squash` without experimental mode) or accepted, parsed, checked
+and carried in ImageBuildOptions as no-ops: those are listed, with the reason, in
+`NOT_ENFORCED_OPTIONS` beside `new_image_build_options`.
 """
 
 import asyncio
@@ -114,6 +119,24 @@ def _json_param(raw: str, go_type: jsondecode.GoType, context: str) -> object:
         raise errdefs.System(str(err))
 
 
+# Query parameters dockerd honours that minibuild accepts (parsed and checked as dockerd does, then
+# carried in ImageBuildOptions) but does not apply to build steps: parameter -> why. The docker CLI
+# sends most of them with every build, zero or empty.
+NOT_ENFORCED_OPTIONS: dict[str, str] = {
+    "memory": "no memory limit: steps run without cgroups",
+    "memswap": "no swap limit: steps run without cgroups",
+    "cpushares": "no CPU shares: steps run without cgroups",
+    "cpuperiod": "no CFS period: steps run without cgroups",
+    "cpuquota": "no CFS quota: steps run without cgroups",
+    "cpusetcpus": "no CPU pinning: steps run without cgroups",
+    "cpusetmems": "no memory-node pinning: steps run without cgroups",
+    "cgroupparent": "no parent cgroup: steps run without cgroups",
+    "shmsize": "every step's /dev/shm is a 64 MiB tmpfs, Docker's default size",
+    "ulimits": "steps keep the daemon's own resource limits",
+    "session": "no BuildKit session endpoint (/session): the context comes as the request body",
+}
+
+
 @trace.traced
 def new_image_build_options(request: web.Request) -> ImageBuildOptions:
     """newImageBuildOptions: the query of POST /build, parsed and checked as dockerd does."""
@@ -128,8 +151,7 @@ def new_image_build_options(request: web.Request) -> ImageBuildOptions:
     options.suppress_output = bool_value(request, "q")
     options.no_cache = bool_value(request, "nocache")
     options.force_remove = bool_value(request, "forcerm")
-    # Resource limits: minibuild runs steps without cgroups, so these are parsed and carried but not
-    # enforced (dockerd accepts unparsable values as 0 too).
+    # Resource limits: carried, not enforced (NOT_ENFORCED_OPTIONS); unparsable values are 0, as in dockerd.
     options.memory_swap = int64_value_or_zero(request, "memswap")
     options.memory = int64_value_or_zero(request, "memory")
     options.cpu_shares = int64_value_or_zero(request, "cpushares")
