@@ -39,6 +39,7 @@ FRONTEND_DOCKERFILE = "dockerfile.v0"
 DEFAULT_DOCKERFILE = "Dockerfile"
 CONTEXT_SCHEME = "context://"
 KEY_SOURCE_DATE_EPOCH = "build-arg:SOURCE_DATE_EPOCH"
+ENTITLEMENT_NETWORK_HOST = "network.host"
 
 
 class FrontendError(Exception):
@@ -136,6 +137,11 @@ class Controller:
             raise errdefs.InvalidParameter(f"frontend {req.frontend} not found")
         if req.exporter not in ("", EXPORTER_MOBY, EXPORTER_IMAGE):
             raise errdefs.InvalidParameter(f"exporter {req.exporter!r} could not be found")
+        for export in req.cache_exports:
+            # Only `inline` (BUILDKIT_INLINE_CACHE=1) comes from dockerd: accepted as a no-op, since our
+            # cache keys are this daemon's own and would mean nothing in an image config.
+            if export.get("type") != "inline":
+                raise errdefs.InvalidParameter(f'unknown cache exporter: "{export.get("type")}"')
         attrs = req.frontend_attrs
         epoch = _source_date_epoch(attrs)
         job_cache = self.cache.job_cache()
@@ -205,6 +211,7 @@ class DockerfileFrontend:
                 f"failed to solve with frontend {FRONTEND_DOCKERFILE}: failed to create LLB definition: {err}"
             ) from None
         definition = llb.marshal(converted.state)
+        validate_entitlements(definition, self.req.entitlements)
         ref = await self.job.build(definition) if definition.target is not None else Ref()
         return FrontendResult(ref, converted.image, converted.history_sources, definition.by_digest())
 
@@ -243,6 +250,8 @@ class DockerfileFrontend:
             ignore_cache = [n for n in attrs["no-cache"].split(",") if n]
         extra_hosts = [h for h in attrs.get("add-hosts", "").split(",") if h]
         force = attrs.get("force-network-mode", "")
+        # cache-from names images whose inline cache metadata would seed the cache: accepted, unused,
+        # since minibuild writes none (see cache_exports) and reads no other builder's.
         return ConvertOpt(
             build_context=context,
             meta_resolver=_MetaResolver(self.controller, self.job, self.req.auth_configs),
@@ -254,6 +263,8 @@ class DockerfileFrontend:
             target_platform=attrs.get("platform", ""),
             extra_hosts=extra_hosts,
             force_network_mode=force,
+            ulimits=[u for u in attrs.get("ulimit", "").split(",") if u],
+            shm_size=_parse_shm_size(attrs.get("shm-size", "")),
         )
 
 
@@ -313,6 +324,31 @@ def _result_of(job: Job, cache: JobCache, vertices: dict[str, llb.Vertex], diges
     layers = cache.manager.layers
     chain = tuple(layers.chain(record.chain_id)) if record.chain_id and record.chain_id in layers else ()
     return Ref(chain, None, record.created_at)
+
+
+def _parse_shm_size(value: str) -> int:
+    """parseShmSize: bytes, as a decimal integer ("" is the default)."""
+    if not value:
+        return 0
+    try:
+        return int(value)
+    except ValueError:
+        raise errdefs.InvalidParameter(f'strconv.ParseInt: parsing "{value}": invalid syntax') from None
+
+
+def validate_entitlements(definition: llb.Definition, entitlements: list[str]) -> None:
+    """ValidateEntitlements: a RUN on the host's network needs the network.host entitlement, which the
+    build has with networkmode=host only."""
+    for vertex in definition:
+        if (
+            vertex.kind == "exec"
+            and vertex.op["network"] == "host"
+            and ENTITLEMENT_NETWORK_HOST not in entitlements
+        ):
+            raise FrontendError(
+                f"failed to solve with frontend {FRONTEND_DOCKERFILE}: failed to load LLB: "
+                f"{ENTITLEMENT_NETWORK_HOST} is not allowed"
+            )
 
 
 def _source_date_epoch(attrs: dict[str, str]) -> int | None:

@@ -96,6 +96,8 @@ class ConvertOpt:
     target_platform: str = ""  # "" means the build platform, chosen implicitly
     build_platform: str = ""
     extra_hosts: list[str] = field(default_factory=list)  # host=ip
+    ulimits: list[str] = field(default_factory=list)  # name=soft:hard
+    shm_size: int = 0  # bytes; 0: the default
     force_network_mode: str = ""  # none | host
 
 
@@ -584,6 +586,8 @@ def _dispatch_run(d: DispatchState, c: RunCommand, sources: list[DispatchState],
         env=env,
         mounts=mounts,
         extra_hosts=dopt.opt.extra_hosts,
+        ulimits=dopt.opt.ulimits,
+        shm_size=dopt.opt.shm_size,
         ignore_cache=d.ignore_cache,
         description={"com.docker.dockerfile.v1.command": str(c)},
     ).with_network(d.state.network)

@@ -178,6 +178,8 @@ class State:
         env: Sequence[str] | None = None,
         mounts: Sequence[Mount] = (),
         extra_hosts: Sequence[str] = (),
+        ulimits: Sequence[str] = (),
+        shm_size: int = 0,
         ignore_cache: bool = False,
         description: dict[str, str] | None = None,
     ) -> State:
@@ -216,6 +218,10 @@ class State:
             "extra_hosts": list(extra_hosts),
             "mounts": pb_mounts,
         }
+        if ulimits:  # name=soft:hard, as ExecOp.Meta.Ulimit
+            op["ulimit"] = list(ulimits)
+        if shm_size:
+            op["shm_size"] = shm_size
         if self.platform:
             op["platform"] = self.platform
         vertex = Vertex(

@@ -413,6 +413,8 @@ class ExecOp:
                     mounts.append(RuntimeMount("bind", str(snapshot.rootfs), ("rbind",), "/"))
                 more, stubs, locks = await in_thread(self._prepare_mounts, snapshot, inputs, extra, staging)
                 mounts += more
+            # The op's ulimit and shm_size (in its cache key, as BuildKit has them) are not applied: the
+            # runtime gives every step the daemon's limits and a 64 MiB /dev/shm.
             spec = ProcessSpec(
                 args=list(self.meta["args"]),
                 env=list(self.meta["env"]),
