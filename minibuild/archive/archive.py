@@ -14,7 +14,10 @@ link leads. Rules, as pkg/archive's Unpack checks them:
   that climbs out of the destination is refused; a hard link must name a path inside;
 * device nodes are skipped when we are not real root (rootless or in a user namespace), as moby does;
 * ownership is applied only as root; xattrs the filesystem refuses (ENOTSUP, EPERM) are skipped;
-* directory times (and modes) are set after their contents are written.
+* directory times (and modes) are set after their contents are written;
+* an archive holds at most the entries, and unpacks to at most the bytes of file content, of the limits
+  in force (minibuild.archive.limits: the daemon's --max-archive-entries and --max-archive-size), or
+  of the caller's own `size_limit`: tar bombs are refused.
 
 Whiteouts: "keep" writes `.wh.*` entries as plain files (build contexts, imports); "apply" makes them
 delete what they name (moby's UnpackLayer/ApplyLayer); "overlay" turns them into overlayfs whiteouts
@@ -33,6 +36,7 @@ from typing import BinaryIO
 
 from minibuild.archive.compression import decompress_stream
 from minibuild.archive.errors import ArchiveError
+from minibuild.archive.limits import current_limits
 from minibuild.archive.tarstream import EntryReader, TarEntry, pax_time_ns, read_entries
 from minibuild.dockerfile.gotext import quote  # Go's %q
 
@@ -185,7 +189,12 @@ class _Unpacker:
         return parent
 
     def run(self, stream: BinaryIO) -> int:
-        for info, content in read_entries(stream):
+        limits = current_limits()
+        if self.size_limit is None:
+            self.size_limit = limits.max_size
+        for count, (info, content) in enumerate(read_entries(stream), 1):
+            if limits.max_entries is not None and count > limits.max_entries:
+                raise ArchiveError(f"archive exceeds the limit of {limits.max_entries} entries")
             self.entry(info, content)
         for path, info in self.dirs:  # after their contents, so writing into them did not bump mtimes
             if os.path.isdir(path) and not os.path.islink(path):
