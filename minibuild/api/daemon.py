@@ -12,6 +12,10 @@ Registries: one `RegistryService` per data root (`<data_root>/distribution`), co
 before Docker Hub for docker.io images), checked at start as dockerd checks them (registry/config.go).
 The image router pulls and pushes with it, `/auth` logs in with it, and builds get it through the
 build backend.
+
+Tar bombs: while it runs, the daemon's `--max-archive-size` and `--max-archive-entries` are the limits
+every extraction of untrusted input is held to (minibuild.archive.limits; defaults 16 GiB of file
+content and 1,000,000 entries; 0 is no limit).
 """
 
 import asyncio
@@ -45,6 +49,8 @@ from minibuild.api.router.build import BuildRouter
 from minibuild.api.router.image import ImageRouter
 from minibuild.api.router.system import SystemRouter
 from minibuild.api.server import ENGINE_VERSION, OS_TYPE, Server
+from minibuild.archive import ArchiveLimits, apply_limits, release_limits
+from minibuild.archive.limits import DEFAULT_MAX_ENTRIES, DEFAULT_MAX_SIZE
 from minibuild.defaults import default_data_root, default_host
 from minibuild.distribution import AuthConfig, RegistryService, ServiceConfig
 from minibuild.distribution.config import DEFAULT_INSECURE_CIDRS, INDEX_NAME, parse_cidr, split_host_port
@@ -76,6 +82,9 @@ class DaemonConfig:
     storage_driver: str = ""  # the name inspect and /info show; empty: the image service's default
     insecure_registries: list[str] = field(default_factory=list)  # --insecure-registry: host[:port] or CIDR
     registry_mirrors: list[str] = field(default_factory=list)  # --registry-mirror: http(s) URLs
+    # --max-archive-size (bytes of file content) and --max-archive-entries; None: no limit.
+    max_archive_size: int | None = DEFAULT_MAX_SIZE
+    max_archive_entries: int | None = DEFAULT_MAX_ENTRIES
 
 
 # --- listeners --------------------------------------------------------------------------------------
@@ -298,6 +307,7 @@ class Daemon:
         self.unix_paths: list[str] = []
         self.tcp_addresses: list[str] = []
         self._stopped: asyncio.Event | None = None
+        self._limits_token: object | None = None
 
     # --- /info and /version (daemon/info.go) ---
 
@@ -479,6 +489,9 @@ class Daemon:
             raise
         for addr in self.tcp_addresses:
             print(_INSECURE_TCP_WARNING.format(addr=addr), file=sys.stderr, flush=True)
+        self._limits_token = apply_limits(
+            ArchiveLimits(self.config.max_archive_size, self.config.max_archive_entries)
+        )
         self.server = self.create_server()
         app = self.server.create_app()
         self.runner = web.AppRunner(
@@ -517,6 +530,9 @@ class Daemon:
             await self.runner.cleanup()
             self.runner = None
         self._close_sockets()
+        if self._limits_token is not None:
+            release_limits(self._limits_token)
+            self._limits_token = None
 
     async def serve(self, ready: threading.Event | None = None) -> None:
         """start(), then serve until request_stop(), then stop()."""

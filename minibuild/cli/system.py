@@ -12,6 +12,7 @@ from minibuild.api.daemon import DaemonConfig, run_daemon
 from minibuild.api.platforms import host_arch
 from minibuild.api.types import BuildCachePruneOptions
 from minibuild.api.units import human_size, ram_in_bytes
+from minibuild.archive.limits import DEFAULT_MAX_ENTRIES, DEFAULT_MAX_SIZE
 from minibuild.cli.command import Command, Flag, StatusError
 from minibuild.client.client import ClientError
 from minibuild.defaults import default_data_root, default_host
@@ -119,6 +120,19 @@ BUILDER_PRUNE = Command(
 )
 
 
+def _archive_limit(value: str, flag: str, default: int, parse: Any) -> int | None:
+    """A --max-archive-* value: the default when absent, None (no limit) for 0."""
+    if not value:
+        return default
+    try:
+        limit = parse(value)
+        if limit < 0:
+            raise ValueError("must not be negative")
+    except ValueError as err:
+        raise StatusError(f'invalid argument "{value}" for "{flag}" flag: {err}', 125)
+    return limit or None
+
+
 def run_daemon_command(ns: argparse.Namespace, cli: Any) -> int:
     config = DaemonConfig(
         hosts=list(ns.host) or [default_host()],
@@ -127,6 +141,12 @@ def run_daemon_command(ns: argparse.Namespace, cli: Any) -> int:
         debug=ns.debug,
         insecure_registries=list(ns.insecure_registry),
         registry_mirrors=list(ns.registry_mirror),
+        max_archive_size=_archive_limit(
+            ns.max_archive_size, "--max-archive-size", DEFAULT_MAX_SIZE, ram_in_bytes
+        ),
+        max_archive_entries=_archive_limit(
+            ns.max_archive_entries, "--max-archive-entries", DEFAULT_MAX_ENTRIES, int
+        ),
     )
     return run_daemon(config)
 
@@ -144,6 +164,19 @@ DAEMON = Command(
         Flag(("--experimental",), "Enable experimental features (squash)"),
         Flag(("-H", "--host"), f"Daemon socket(s) to listen on (default {default_host()})", "list"),
         Flag(("--insecure-registry",), "Enable insecure registry communication", "list"),
+        Flag(
+            ("--max-archive-entries",),
+            f"Most entries of an archive the daemon unpacks, 0 for no limit (default {DEFAULT_MAX_ENTRIES})",
+            "string",
+            type_word="int",
+        ),
+        Flag(
+            ("--max-archive-size",),
+            "Most file content an archive the daemon unpacks may hold, 0 for no limit "
+            f"(default {DEFAULT_MAX_SIZE // 1024**3}GiB)",
+            "string",
+            type_word="bytes",
+        ),
         Flag(("--registry-mirror",), "Preferred registry mirror", "list"),
     ],
 )
