@@ -534,3 +534,15 @@ def test_a_remote_context(bench):
         built = asyncio.run(bench.build_async("", body=b"", remote_context=f"{base}/ctx.tar"))
     built.ok()
     assert built.logs() == b"far\n"
+
+
+def test_proxy_build_args_reach_run_undeclared_and_stay_out_of_the_key(bench):
+    """The predefined proxy args need no ARG (BuildKit's ProxyEnv): both spellings, no cache miss."""
+    df = "FROM busybox:local\nRUN echo $HTTP_PROXY $http_proxy $NO_PROXY\n"
+    first = bench.build(df, build_args={"HTTP_PROXY": "http://p:1", "no_proxy": "local"})
+    image_id = first.ok()
+    assert first.logs() == b"http://p:1 http://p:1 local\n"
+    assert not any("proxy" in e.lower() for e in bench.config(image_id)["config"]["Env"])
+    again = bench.build(df, build_args={"HTTP_PROXY": "http://other:2"})
+    [run] = [name for name in again.vertices if name.startswith("[2/2] RUN")]
+    assert again.cached(run) and again.ok() == image_id

@@ -62,6 +62,7 @@ DEFAULT_PATH_ENV = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 IMAGE_CONFIG_FIELDS = ("User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir",
                        "Labels", "StopSignal", "ArgsEscaped", "Healthcheck", "OnBuild", "StopTimeout",
                        "Shell")  # fmt: skip
+PROXY_ARGS = ("http_proxy", "https_proxy", "ftp_proxy", "no_proxy", "all_proxy")
 # How a history entry relates to a layer: from the base image (kept as is), or none (metadata only).
 FROM_BASE = "base"
 
@@ -588,10 +589,20 @@ def _dispatch_run(d: DispatchState, c: RunCommand, sources: list[DispatchState],
         extra_hosts=dopt.opt.extra_hosts,
         ulimits=dopt.opt.ulimits,
         shm_size=dopt.opt.shm_size,
+        proxy_env=proxy_env_from_build_args(dopt.opt.build_args),
         ignore_cache=d.ignore_cache,
         description={"com.docker.dockerfile.v1.command": str(c)},
     ).with_network(d.state.network)
     _commit_to_history(d, "RUN " + _run_command_string(args, with_args), d.state)
+
+
+def proxy_env_from_build_args(build_args: dict[str, str]) -> dict[str, str]:
+    """proxyEnvFromBuildArgs: the predefined proxy args (any case), which reach every RUN undeclared."""
+    out = {}
+    for key, value in build_args.items():
+        if key.lower() in PROXY_ARGS:
+            out[key.lower()] = value
+    return out
 
 
 def _heredoc_args(args: list[str], c: RunCommand) -> tuple[list[str], bool]:

@@ -180,6 +180,7 @@ class State:
         extra_hosts: Sequence[str] = (),
         ulimits: Sequence[str] = (),
         shm_size: int = 0,
+        proxy_env: dict[str, str] | None = None,
         ignore_cache: bool = False,
         description: dict[str, str] | None = None,
     ) -> State:
@@ -222,6 +223,8 @@ class State:
             op["ulimit"] = list(ulimits)
         if shm_size:
             op["shm_size"] = shm_size
+        if proxy_env:  # ExecOp.Meta.ProxyEnv: the proxy build args, which need no ARG
+            op["proxy_env"] = dict(proxy_env)
         if self.platform:
             op["platform"] = self.platform
         vertex = Vertex(

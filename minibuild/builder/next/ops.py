@@ -67,9 +67,9 @@ class OpError(Exception):
     """An op failed; str() is BuildKit's message."""
 
 
-def op_digest(vertex: Vertex, *extra: str) -> str:
+def op_digest(op: dict[str, Any], *extra: str) -> str:
     """The op's own part of a cache key: its definition without its inputs (those have keys of their own)."""
-    data = canonical({"op": vertex.op, "extra": list(extra)})
+    data = canonical({"op": op, "extra": list(extra)})
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
@@ -267,7 +267,7 @@ class ImageSourceOp:
             self.image = self.worker.image_service.get_image(self.ref)
         except Exception as err:
             raise OpError(f"failed to load cache key: {self.ref}: not found: {err}") from None
-        return CacheMap(op_digest(self.vertex, self.image.id))
+        return CacheMap(op_digest(self.vertex.op, self.image.id))
 
     async def exec(self, ctx: ExecContext, inputs: list[Any]) -> Ref:
         return await in_thread(self._import)
@@ -320,7 +320,7 @@ class HTTPSourceOp:
 
     async def cache_map(self, ctx: ExecContext) -> CacheMap:
         digest = await in_thread(self._download)
-        return CacheMap(op_digest(self.vertex, digest))
+        return CacheMap(op_digest(self.vertex.op, digest))
 
     def _download(self) -> str:
         manager = self.worker.cache.manager
@@ -399,7 +399,9 @@ class ExecOp:
                 return await in_thread(self.worker.checksum, ref, selectors)
 
             deps.append(checksum)
-        return CacheMap(op_digest(self.vertex, f"epoch={self.worker.epoch}"), deps)
+        # The proxy env is left out of the key, as BuildKit does: another proxy gives the same result.
+        op = {k: v for k, v in self.meta.items() if k != "proxy_env"}
+        return CacheMap(op_digest(op, f"epoch={self.worker.epoch}"), deps)
 
     async def exec(self, ctx: ExecContext, inputs: list[Any]) -> Ref:
         root_mount, *extra = self.meta["mounts"]
@@ -417,7 +419,7 @@ class ExecOp:
             # runtime gives every step the daemon's limits and a 64 MiB /dev/shm.
             spec = ProcessSpec(
                 args=list(self.meta["args"]),
-                env=list(self.meta["env"]),
+                env=[*self.meta["env"], *_proxy_env_list(self.meta.get("proxy_env", {}))],
                 cwd=self.meta["cwd"],
                 user=self.meta["user"],
                 network_mode=self.meta["network"],
@@ -486,6 +488,11 @@ class ExecOp:
         return out, stubs, locks
 
 
+def _proxy_env_list(proxy_env: dict[str, str]) -> list[str]:
+    """proxyEnvList: each proxy setting in both cases (HTTP_PROXY and http_proxy)."""
+    return [f"{name}={value}" for key, value in proxy_env.items() for name in (key.upper(), key)]
+
+
 def _executor_failed(args: list[str], code: int) -> str:
     return f"executor failed running [{' '.join(args)}]: exit code: {code}"
 
@@ -534,7 +541,7 @@ class FileOp:
                 return await in_thread(self.worker.checksum, ref, selectors)
 
             deps.append(checksum)
-        return CacheMap(op_digest(self.vertex, f"epoch={self.worker.epoch}"), deps)
+        return CacheMap(op_digest(self.vertex.op, f"epoch={self.worker.epoch}"), deps)
 
     def unpacks_context(self) -> bool:
         """`copy /context /`: a scratch tree made of one unpacked archive, kept as a plain directory."""
