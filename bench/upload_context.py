@@ -90,7 +90,10 @@ def upload(host: str, root: Path, compression: str) -> tuple[int, float, float, 
     cpu0, start = time.process_time(), time.time()
     name, chunks = buildcontext.tar_context(root, "Dockerfile", buildcontext.read_dockerignore(root))
     body = counted(buildcontext.compress(chunks, compression))
-    options = ImageBuildOptions(dockerfile=name, tags=[f"bench-upload:{compression}"], suppress_output=True)
+    # no_cache: each compression's build does the COPY again instead of finding the previous one's step
+    options = ImageBuildOptions(
+        dockerfile=name, tags=[f"bench-upload:{compression}"], suppress_output=True, no_cache=True
+    )
     with APIClient(host) as client:
         try:
             with client.image_build(body, options) as resp:
@@ -119,10 +122,13 @@ class DaemonProcess:
 
 
 def builder_available(host: str, work: Path) -> str:
-    """ "" when the daemon can build; else its answer to a one-file build."""
+    """ "" when the daemon can build; else its answer to a one-file build.
+
+    The probe copies a file: `FROM scratch` alone makes no image ("No image was generated").
+    """
     tiny = work / "tiny"
     tiny.mkdir(exist_ok=True)
-    (tiny / "Dockerfile").write_bytes(b"FROM scratch\n")
+    (tiny / "Dockerfile").write_bytes(b"FROM scratch\nCOPY Dockerfile /\n")
     answer = upload(host, tiny, "identity")[3]
     return "" if answer.startswith("sha256:") else answer
 

@@ -31,8 +31,9 @@ import posixpath
 import shutil
 import stat
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from minibuild.archive.compression import decompress_stream
 from minibuild.archive.errors import ArchiveError
@@ -141,10 +142,22 @@ def _time_ns(info: TarEntry, key: str) -> int:
     return pax_time_ns(value) if value is not None else int(info.mtime) * 1_000_000_000
 
 
+class FileObserver(Protocol):
+    """Sees one regular file as untar writes it: its content, then the finished file's descriptor."""
+
+    def update(self, data: bytes) -> None: ...
+
+    def written(self, fd: int) -> None:
+        """The file is complete: content, owner, xattrs, mode and times (fstat it now)."""
+
+
+Observe = Callable[[str, TarEntry], FileObserver | None]
+
+
 class _Unpacker:
     """One extraction: the state moby's Unpack keeps in locals (directories to finish, paths written)."""
 
-    def __init__(self, dest: Path, whiteouts: str, size_limit: int | None):
+    def __init__(self, dest: Path, whiteouts: str, size_limit: int | None, observe: Observe | None = None):
         if whiteouts not in _WHITEOUT_MODES:
             raise ValueError(f"whiteouts must be one of {_WHITEOUT_MODES}, not {whiteouts!r}")
         # Cleaned, not resolved: a destination reached through /proc/<pid>/root (another mount namespace)
@@ -153,6 +166,7 @@ class _Unpacker:
         self.whiteouts = whiteouts
         self.size_limit = size_limit
         self.written = 0
+        self.observe = observe
         self.privileged = _privileged()
         self.is_root = os.geteuid() == 0
         self.dirs: list[tuple[str, TarEntry]] = []
@@ -226,7 +240,8 @@ class _Unpacker:
                 st = None
             if st is not None and not (stat.S_ISDIR(st.st_mode) and info.isdir()):
                 self.replace(path)
-        self.create(path, info, content)
+        observer = self.observe(path, info) if self.observe is not None else None
+        self.create(path, info, content, observer)
         self.unpacked.add(path)
 
     def replace(self, path: str) -> None:
@@ -276,14 +291,14 @@ class _Unpacker:
             elif os.path.isdir(path) and not os.path.islink(path):
                 self.empty_opaque(path)
 
-    def create(self, path: str, info: TarEntry, content: EntryReader) -> None:
+    def create(self, path: str, info: TarEntry, content: EntryReader, observer: FileObserver | None) -> None:
         """moby's createTarFile: make the node, then owner, xattrs, mode and times, in that order."""
         try:
             if info.isdir():
                 if not os.path.isdir(path):
                     os.mkdir(path, 0o700)  # final mode is set after the contents are written
             elif info.isreg():
-                self.write_file(path, info, content)
+                self.write_file(path, info, content, observer)
                 return
             elif info.islnk():
                 self.hard_link(path, info)
@@ -308,7 +323,9 @@ class _Unpacker:
         else:
             self.stamp(path, info, path, chmod=not info.issym())
 
-    def write_file(self, path: str, info: TarEntry, content: EntryReader) -> None:
+    def write_file(
+        self, path: str, info: TarEntry, content: EntryReader, observer: FileObserver | None
+    ) -> None:
         if self.size_limit is not None and self.written + info.size > self.size_limit:
             raise ArchiveError(f"archive exceeds the size limit of {self.size_limit} bytes")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -320,9 +337,13 @@ class _Unpacker:
         with os.fdopen(fd, "wb") as out:
             while chunk := content.read(_CHUNK):
                 out.write(chunk)
+                if observer is not None:
+                    observer.update(chunk)
             out.flush()
             self.own(fd, info, path)  # through the descriptor: no more path lookups for this file
             self.stamp(fd, info, path, chmod=True)
+            if observer is not None:
+                observer.written(fd)
         self.written += info.size
 
     def hard_link(self, path: str, info: TarEntry) -> None:
@@ -375,18 +396,28 @@ class _Unpacker:
             raise _os_error("chtimes", self.shown(path), err)
 
 
-def untar(src: BinaryIO, dest: Path, *, whiteouts: str = "keep", size_limit: int | None = None) -> int:
+def untar(
+    src: BinaryIO,
+    dest: Path,
+    *,
+    whiteouts: str = "keep",
+    size_limit: int | None = None,
+    observe: Observe | None = None,
+) -> int:
     """Extract a tar stream (identity, gzip, bzip2 or xz) into `dest`; return the bytes of file data written.
 
     `whiteouts`: "keep", "apply" or "overlay" (see the module docstring). `size_limit` caps the file data
     written (a tar bomb raises ArchiveError). Every unsafe or malformed input raises ArchiveError.
+    `observe(host_path, header)` is called before each entry is written (whiteouts that delete
+    excepted); for a regular file, the FileObserver it returns, if any, sees the content as it is
+    written (moby's tarsum reads the stream the same way while chrootarchive.Untar extracts it).
     """
     dest = Path(dest)
     try:
         dest.mkdir(mode=0o755, parents=True, exist_ok=True)
     except OSError as err:
         raise _os_error("mkdir", str(dest), err)
-    unpacker = _Unpacker(dest, whiteouts, size_limit)
+    unpacker = _Unpacker(dest, whiteouts, size_limit, observe)
     with decompress_stream(src) as stream:
         return unpacker.run(stream)
 

@@ -6,6 +6,8 @@ itself, decodes each header with `tarfile.TarInfo.frombuf`, and applies PAX and 
 the way Go does. Errors use Go's words: "unexpected EOF", "archive/tar: invalid tar header".
 """
 
+import os
+import stat
 import tarfile
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -58,11 +60,28 @@ def _read_exact(src: BinaryIO, size: int) -> bytes:
 
 
 def _skip(src: BinaryIO, size: int) -> None:
+    """Move past `size` bytes: by seeking in a regular file (its content is never read), else by reading."""
+    end = _file_size(src) if size else None
+    if end is not None:
+        if src.seek(size, os.SEEK_CUR) > end:
+            raise ArchiveError(ERR_UNEXPECTED_EOF)
+        return
     while size:
         chunk = src.read(min(size, 1 << 16))
         if not chunk:
             raise ArchiveError(ERR_UNEXPECTED_EOF)
         size -= len(chunk)
+
+
+def _file_size(src: BinaryIO) -> int | None:
+    """The size of the regular file `src` reads, or None when it is a stream that cannot seek."""
+    try:
+        if not src.seekable():
+            return None
+        st = os.fstat(src.fileno())
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the latter
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 class EntryReader:

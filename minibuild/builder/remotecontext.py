@@ -13,16 +13,17 @@
   thing the daemon does with .dockerignore: filtering is the client's job).
 
 `Source.hash(path)` is the cache key of a file for COPY/ADD: a sha256 over its tar header fields
-(name, mode, owner, size, type, link target; not the time) and its content, tarsum's version 1.
+(name, mode, owner, size, type, link target; not the time) and its content, tarsum's version 1
+(minibuild.archive.tarsum). An unpacked context's files are hashed while they are written.
 """
 
 import errno
-import hashlib
 import os
 import re
 import shutil
-import stat
 import urllib.parse
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,6 +32,7 @@ import requests
 from minibuild import errdefs
 from minibuild.api.backend import BuildConfig
 from minibuild.archive import ArchiveError, decompress_stream, follow_symlink_in_scope, untar
+from minibuild.archive.tarsum import TarSum, file_hash
 from minibuild.dockerfile import DockerfileError, ParseError, Result, parse
 from minibuild.dockerfile.dockerignore import DockerignoreError, excluded, read_ignore_file
 
@@ -40,9 +42,7 @@ _MAX_PREAMBLE = 512
 _ACCEPTABLE_REMOTE_MIME = re.compile(
     r"(?:application/(?:(?:x-)?tar|octet-stream|(?:(?:x-)?(?:gzip|bzip2?|xz)))|text/plain)"
 )
-_TYPEFLAGS = ((stat.S_ISREG, "0"), (stat.S_ISLNK, "2"), (stat.S_ISCHR, "3"), (stat.S_ISBLK, "4"),
-              (stat.S_ISDIR, "5"), (stat.S_ISFIFO, "6"))  # fmt: skip
-_HASHED_XATTRS = ("security.capability",)
+_hashers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="context-hash")
 
 
 class Source:
@@ -51,9 +51,10 @@ class Source:
     An `owned` directory (an unpacked context, a download) is removed by `close()`.
     """
 
-    def __init__(self, root: Path, *, owned: bool = False) -> None:
+    def __init__(self, root: Path, *, owned: bool = False, tarsum: TarSum | None = None) -> None:
         self.root = Path(root)
         self.owned = owned
+        self.tarsum = tarsum  # the hashes computed while the context was unpacked
         self.sums: dict[str, str] = {}
 
     def hash(self, path: str) -> str:
@@ -65,45 +66,25 @@ class Source:
         except FileNotFoundError:
             return rel  # Docker's answer for a dangling symlink: the path itself
         if rel not in self.sums:
-            self.sums[rel] = file_hash(target, rel, st)
+            known = self.tarsum.lookup(rel, st) if self.tarsum is not None else None
+            self.sums[rel] = known or file_hash(target, rel, st)
         return self.sums[rel]
+
+    def hashes(self, paths: Iterable[str]) -> list[str | None]:
+        """`hash` of each path, None where it cannot be hashed; files are read and hashed two at a
+        time (hashlib and file reads release the GIL, so both cores work)."""
+
+        def one(path: str) -> str | None:
+            try:
+                return self.hash(path)
+            except (OSError, errdefs.DockerError):
+                return None
+
+        return list(_hashers.map(one, paths))
 
     def close(self) -> None:
         if self.owned:
             shutil.rmtree(self.root, ignore_errors=True)
-
-
-def file_hash(path: Path, name: str, st: os.stat_result) -> str:
-    """sha256 of the tar header fields tarsum v1 selects, then the file's content."""
-    is_dir = stat.S_ISDIR(st.st_mode)
-    typeflag = next((flag for test, flag in _TYPEFLAGS if test(st.st_mode)), "0")
-    is_device = stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
-    fields = [
-        ("name", name + "/" if is_dir and not name.endswith("/") else name),
-        ("mode", str(st.st_mode)),
-        ("uid", str(st.st_uid)),
-        ("gid", str(st.st_gid)),
-        ("size", str(st.st_size if stat.S_ISREG(st.st_mode) else 0)),
-        ("typeflag", typeflag),
-        ("linkname", os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""),
-        ("uname", ""),
-        ("gname", ""),
-        ("devmajor", str(os.major(st.st_rdev) if is_device else 0)),
-        ("devminor", str(os.minor(st.st_rdev) if is_device else 0)),
-    ]
-    for key in _HASHED_XATTRS:
-        try:
-            fields.append((key, os.getxattr(path, key, follow_symlinks=False).decode("latin-1")))
-        except OSError:
-            pass
-    h = hashlib.sha256()
-    for key, value in fields:
-        h.update((key + value).encode("utf-8", "surrogateescape"))
-    if stat.S_ISREG(st.st_mode) and st.st_size > 0:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def full_path(source: Source, path: str) -> Path:
@@ -124,11 +105,16 @@ def rel_path(root: Path, path: Path) -> str:
 
 
 def from_archive(stream: BinaryIO, root: Path) -> Source:
-    """Unpack a (maybe compressed) tar into the new directory `root` (FromArchive)."""
+    """Unpack a (maybe compressed) tar into the new directory `root`, hashing its files on the way
+    (FromArchive, MakeTarSumContext)."""
     root.mkdir(mode=0o700, parents=True)
-    source = Source(root, owned=True)
+    tarsum = TarSum(root)
+    source = Source(root, owned=True, tarsum=tarsum)
     try:
-        untar(decompress_stream(stream), root, whiteouts="keep")
+        try:
+            untar(decompress_stream(stream), root, whiteouts="keep", observe=tarsum)
+        finally:
+            tarsum.close()
     except ArchiveError as err:
         source.close()
         raise errdefs.System(str(err)) from None

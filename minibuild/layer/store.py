@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from minibuild.archive import decompress_stream
-from minibuild.archive.tarstream import read_entries
 from minibuild.ioutils import fsync_dir, fsync_file, temp_name
+from minibuild.layer.writer import LayerWriter
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
@@ -74,20 +74,6 @@ class Layer:
     def open(self) -> BinaryIO:
         """The uncompressed diff tar, exactly as registered (its sha256 is the diff ID)."""
         return open(self.tar_path, "rb")
-
-
-class _Tee:
-    """Reads from `src`, copying every byte to `out` and into `hasher` (the tar is parsed as it streams)."""
-
-    def __init__(self, src: BinaryIO, out: BinaryIO):
-        self.src, self.out = src, out
-        self.hasher = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.src.read(size if size >= 0 else _CHUNK)
-        self.out.write(data)
-        self.hasher.update(data)
-        return data
 
 
 class LayerStore:
@@ -178,44 +164,56 @@ class LayerStore:
                 self.release(parent)
 
     def _register(self, src: BinaryIO, parent: str | None) -> Layer:
+        with self.writer(parent) as writer:
+            stream = decompress_stream(src)
+            while data := stream.read(_CHUNK):  # trailing bytes after the end marker are part of the diff
+                writer.write(data)
+            return writer.commit()
+
+    def writer(self, parent: str | None = None) -> LayerWriter:
+        """A LayerWriter for a diff on top of `parent` (the caller holds a reference to the parent).
+
+        For diffs this daemon produces (a build step's): they go to their final place in one pass.
+        """
+        if parent is not None:
+            self.get(parent)
         staging = temp_name(self._tmp, "reg-")
         staging.mkdir()
-        try:
-            with open(staging / "layer.tar", "wb") as out:
-                tee = _Tee(decompress_stream(src), out)
-                size = 0
-                for info, _content in read_entries(tee):  # validates the tar while it is written
-                    if info.isreg():
-                        size += info.size
-                while tee.read(_CHUNK):  # trailing bytes after the end marker are part of the diff
-                    pass
-                out.flush()
-                os.fsync(out.fileno())
-            diff_id = "sha256:" + tee.hasher.hexdigest()
-            chain_id = diff_id if parent is None else _digest(f"{parent} {diff_id}".encode())
-            for name, text in (("diff", diff_id), ("size", str(size)), ("parent", parent)):
-                if text is not None:
-                    (staging / name).write_text(text)
-                    fsync_file(staging / name)
-            fsync_dir(staging)
-            with self._lock:
-                existing = self._layers.get(chain_id)
-                if existing is not None:
-                    self._refs[chain_id] += 1
-                    return existing
-                final = self._layers_dir / chain_id.removeprefix("sha256:")
-                os.rename(staging, final)
-                fsync_dir(self._layers_dir)
-                layer = Layer(chain_id, diff_id, parent, size, final)
-                self._layers[chain_id] = layer
-                self._refs[chain_id] = 1
-                self._children[chain_id] = 0
-                if parent is not None:
-                    self._children[parent] += 1
-                return layer
-        finally:
-            if staging.exists():
+        return LayerWriter(staging, lambda diff_id, size: self._commit(staging, diff_id, size, parent))
+
+    def _commit(self, staging: Path, diff_id: str, size: int, parent: str | None) -> Layer:
+        """Make a staged layer durable and visible, or take a reference on the same one stored already."""
+        chain_id = diff_id if parent is None else _digest(f"{parent} {diff_id}".encode())
+        with self._lock:
+            existing = self._layers.get(chain_id)
+            if existing is not None:
+                self._refs[chain_id] += 1
                 shutil.rmtree(staging, ignore_errors=True)
+                return existing
+        fsync_file(staging / "layer.tar")
+        for name, text in (("diff", diff_id), ("size", str(size)), ("parent", parent)):
+            if text is not None:
+                (staging / name).write_text(text)
+                fsync_file(staging / name)
+        fsync_dir(staging)
+        with self._lock:
+            existing = self._layers.get(chain_id)
+            if existing is not None:  # registered by another thread meanwhile
+                self._refs[chain_id] += 1
+                shutil.rmtree(staging, ignore_errors=True)
+                return existing
+            if parent is not None and parent not in self._layers:
+                raise LayerDoesNotExist(parent)
+            final = self._layers_dir / chain_id.removeprefix("sha256:")
+            os.rename(staging, final)
+            fsync_dir(self._layers_dir)
+            layer = Layer(chain_id, diff_id, parent, size, final)
+            self._layers[chain_id] = layer
+            self._refs[chain_id] = 1
+            self._children[chain_id] = 0
+            if parent is not None:
+                self._children[parent] += 1
+            return layer
 
     # --- looking up and referencing --------------------------------------------------------------
 

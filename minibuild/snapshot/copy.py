@@ -16,19 +16,29 @@ from minibuild.snapshot.snapshotter import SnapshotError
 _NO_COPY_FILE_RANGE = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP)
 
 
+def copy_file_data(fd_in: int, fd_out: int) -> None:
+    """Copy the rest of `fd_in` to `fd_out` inside the kernel: copy_file_range (a reflink where the
+    filesystem can), else sendfile (across filesystems, to or from an overlay), else read and write."""
+    for kernel_copy in (os.copy_file_range, lambda i, o, n: os.sendfile(o, i, None, n)):
+        try:
+            while kernel_copy(fd_in, fd_out, 1 << 30):
+                pass
+            return
+        except OSError as err:
+            if err.errno not in _NO_COPY_FILE_RANGE:
+                raise
+    while data := os.read(fd_in, 1 << 20):
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd_out, view) :]
+
+
 def _copy_data(src: str, dst: str, mode: int) -> None:
     fd_in = os.open(src, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:
         fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode & 0o777)
         try:
-            try:
-                while os.copy_file_range(fd_in, fd_out, 1 << 30):
-                    pass
-            except OSError as err:
-                if err.errno not in _NO_COPY_FILE_RANGE:
-                    raise
-                while os.sendfile(fd_out, fd_in, None, 1 << 30):  # across filesystems (from an overlay)
-                    pass
+            copy_file_data(fd_in, fd_out)
         finally:
             os.close(fd_out)
     finally:

@@ -134,6 +134,8 @@ def remove_tree(path: Path) -> None:
         os.unlink(path)
         return
     if os.geteuid() != 0:
+        with suppress(OSError):
+            os.chmod(path, 0o700)  # the top itself may be unsearchable (overlay's work/work)
         for dirpath, dirnames, _files in os.walk(path):  # top-down: opened before walked into
             for name in [".", *dirnames]:
                 with suppress(OSError):

@@ -37,6 +37,7 @@ from minibuild.api.streamformatter import JSONProgressOutput, Progress, StreamWr
 from minibuild.archive import ArchiveError, decompress_stream, follow_symlink_in_scope, untar
 from minibuild.archive.tarstream import read_entries
 from minibuild.builder.remotecontext import Source, full_path, get_with_status_error, rel_path
+from minibuild.snapshot.copy import copy_file_data
 
 UNNAMED_FILENAME = "__unnamed__"
 _DOWNLOAD_CHUNK = 1 << 20
@@ -130,7 +131,7 @@ class Copier:
             return self.copy_with_wildcards(orig_path)
         if self.image_id and (cached := self.path_cache.get(self.image_id + orig_path)):
             return [CopyInfo(self.source.root, orig_path, cached)]
-        info = copy_info_for_file(self.source, orig_path)
+        info = copy_info_for_file(self.source, orig_path, from_image=bool(self.image_id))
         if info is None:  # a directory: hash everything below it
             dir_hash = hash_string_slice("dir", walk_source(self.source, orig_path))
             info = CopyInfo(self.source.root, orig_path, dir_hash)
@@ -156,14 +157,16 @@ def _message(err: BaseException) -> str:
     return err.message if isinstance(err, errdefs.DockerError) else str(err)
 
 
-def copy_info_for_file(source: Source, path: str) -> CopyInfo | None:
-    """The CopyInfo of a file; None for a directory; Docker's error for a missing path."""
+def copy_info_for_file(source: Source, path: str, *, from_image: bool = False) -> CopyInfo | None:
+    """The CopyInfo of a file; None for a directory; Docker's error for a missing path, which blames
+    the context (and .dockerignore) only when the source is the context, not a --from image."""
     try:
         st = os.stat(full_path(source, path))
     except FileNotFoundError:
-        raise CopyError(
-            f"file not found in build context or excluded by .dockerignore: stat {path}: file does not exist"
-        ) from None
+        missing = f"stat {path}: file does not exist"
+        if from_image:
+            raise CopyError(missing) from None
+        raise CopyError(f"file not found in build context or excluded by .dockerignore: {missing}") from None
     if stat.S_ISDIR(st.st_mode):
         return None
     return CopyInfo(source.root, path, "file:" + source.hash(path))
@@ -172,13 +175,8 @@ def copy_info_for_file(source: Source, path: str) -> CopyInfo | None:
 def walk_source(source: Source, orig_path: str) -> list[str]:
     """The sorted hashes of everything below a directory source."""
     top = full_path(source, orig_path)
-    hashes = []
-    for rel in walk(top):
-        try:
-            hashes.append(source.hash(rel_path(source.root, top / rel)))
-        except (OSError, errdefs.DockerError):
-            continue  # Docker skips what it cannot hash
-    return sorted(hashes)
+    hashes = source.hashes(rel_path(source.root, top / rel) for rel in walk(top))
+    return sorted(h for h in hashes if h is not None)  # Docker skips what it cannot hash
 
 
 def hash_string_slice(prefix: str, items: list[str]) -> str:
@@ -387,12 +385,8 @@ def perform_copy_for_info(
     decompress: bool,
     identity: Identity | None,
     chmod: int | None,
-    scratch: Path,
 ) -> None:
-    """Copy one source to the destination with Docker's directory and archive rules.
-
-    `scratch` is a host directory for unpacking archives before they are copied in.
-    """
+    """Copy one source to the destination with Docker's directory and archive rules."""
     src_path = source.full_path()
     dest_path = dest.full_path()
     try:
@@ -403,7 +397,7 @@ def perform_copy_for_info(
         copy_directory(src_path, dest_path, identity, chmod)
         return
     if decompress and not source.no_decompress and is_archive_path(src_path):
-        untar_path(src_path, dest_path, scratch)
+        untar_path(src_path, dest_path)
         return
     if dest.path.endswith("/") or dest_path.is_dir():
         # the source's own name (not its symlink target's) names the file
@@ -411,19 +405,15 @@ def perform_copy_for_info(
     copy_file(src_path, dest_path, identity, chmod)
 
 
-def untar_path(src: Path, dest: Path, scratch: Path) -> None:
+def untar_path(src: Path, dest: Path) -> None:
     """ADD of a local archive: its entries merged into `dest`, owners and modes as the archive says.
 
-    The archive is unpacked on the host first: `untar` resolves its destination with realpath, which
-    would leave a snapshot reached through /proc/<pid>/root.
+    Straight into the step's tree, even when that is reached through /proc/<pid>/root: untar takes
+    its destination as given and resolves every entry inside it, as dockerd's untar chrooted in
+    `dest` does (a symlink already in `dest` is followed within it, never out of it).
     """
-    staging = Path(tempfile.mkdtemp(prefix="add-", dir=scratch))
-    try:
-        with open(src, "rb") as f:
-            untar(decompress_stream(f), staging, whiteouts="keep")
-        copy_directory(staging, dest, None, None)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with open(src, "rb") as f:
+        untar(f, dest, whiteouts="keep")
 
 
 def is_archive_path(path: Path) -> bool:
@@ -527,9 +517,15 @@ def _remove_unless_both_dirs(path: Path, *, is_dir: bool) -> None:
 
 
 def _copy_regular(src: Path, dst: Path, st: os.stat_result) -> None:
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
-        shutil.copyfileobj(fin, fout, 1 << 20)
+    fd_in = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            copy_file_data(fd_in, fd_out)
+        finally:
+            os.close(fd_out)
+    finally:
+        os.close(fd_in)
 
 
 def _apply_metadata(path: Path, st: os.stat_result) -> None:

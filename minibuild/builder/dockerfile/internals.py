@@ -10,9 +10,8 @@ snapshot as a new layer. That container config is also the cache key the next bu
 
 import copy
 import posixpath
-import tempfile
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from minibuild import errdefs
 from minibuild.archive import ArchiveError
@@ -32,13 +31,16 @@ from minibuild.builder.dockerfile.imagecontext import BuilderImage, RWLayer
 from minibuild.dockerfile.instructions import _ShellDependantCmdLine
 from minibuild.image.image import format_time
 from minibuild.image.service import DOCKER_VERSION, host_architecture
+from minibuild.layer import Layer
 
 if TYPE_CHECKING:
     from minibuild.builder.dockerfile.builder import Builder
     from minibuild.builder.dockerfile.evaluator import DispatchRequest, DispatchState
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
-EMPTY_TAR_SIZE = 1024  # a tar with no entries: its end marker only (layer.DigestSHA256EmptyTar)
+# A tar with no entries (its end marker only) and its digest, layer.DigestSHA256EmptyTar.
+EMPTY_TAR_SIZE = 1024
+DIGEST_SHA256_EMPTY_TAR = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 
 RunConfigModifier = Callable[[dict[str, Any]], None]
 
@@ -144,33 +146,44 @@ def _commit_build_step(
     """daemon.CommitBuildStep: the container's diff (none for a never-started one) as a child image."""
     if container.rw_layer is None:
         return create_child_image(b, container.image, None, state, container_config, container.id)
-    with tempfile.TemporaryFile(dir=b.components.tmp_dir) as diff:
-        container.rw_layer.diff(diff, b.source_date_epoch)
-        return create_child_image(b, container.image, diff, state, container_config, container.id)
+    return commit_rw_layer(b, container.rw_layer, container.image, state, container_config, container.id)
 
 
-def is_empty_layer(diff: BinaryIO) -> bool:
-    """layer.IsEmpty: the diff is the empty tar (1024 zero bytes). Leaves the stream at its start."""
-    diff.seek(0, 2)
-    size = diff.tell()
-    diff.seek(0)
-    if size != EMPTY_TAR_SIZE:
-        return False
-    empty = diff.read() == bytes(EMPTY_TAR_SIZE)
-    diff.seek(0)
-    return empty
+def commit_rw_layer(
+    b: "Builder",
+    rw_layer: RWLayer,
+    parent: BuilderImage,
+    state: "DispatchState",
+    container_config: dict[str, Any],
+    container_id: str,
+) -> str:
+    """The snapshot's diff as the step's layer, then the child image on top of it.
+
+    The diff is written straight into the layer store, which hashes it as it comes (no temporary
+    copy to read back); a diff that is the empty tar (layer.IsEmpty) makes no layer.
+    """
+    store = b.components.image_service.layer_store
+    with store.writer(parent.chain_id) as writer:
+        rw_layer.diff(writer, b.source_date_epoch)
+        if writer.written == EMPTY_TAR_SIZE and writer.diff_id == DIGEST_SHA256_EMPTY_TAR:
+            return create_child_image(b, parent, None, state, container_config, container_id)
+        layer = writer.commit()
+    try:
+        return create_child_image(b, parent, layer, state, container_config, container_id)
+    finally:
+        store.release(layer.chain_id)  # the image holds its own reference now
 
 
 def create_child_image(
     b: "Builder",
     parent: BuilderImage,
-    diff: BinaryIO | None,
+    layer: Layer | None,
     state: "DispatchState",
     container_config: dict[str, Any],
     container_id: str,
 ) -> str:
     """image.NewChildImage + CreateImage: the parent's config, layers and history, plus this step."""
-    empty = diff is None or is_empty_layer(diff)
+    empty = layer is None
     created = format_time(created_ns(b.source_date_epoch))
     container_config = copy.deepcopy(container_config)
     if b.source_date_epoch is not None:
@@ -200,7 +213,7 @@ def create_child_image(
         if parent.config.get(key):
             config[key] = parent.config[key]
     return b.components.image_service.create_image(
-        config, layers=[] if empty else [diff], parent_id=parent.image_id or None
+        config, layers=[] if layer is None else [layer], parent_id=parent.image_id or None
     )
 
 
@@ -288,13 +301,10 @@ def _copy_and_commit(
                     decompress=inst.allow_local_decompression,
                     identity=None if inst.preserve_ownership else identity,
                     chmod=chmod,
-                    scratch=b.components.tmp_dir,
                 )
             except (OSError, CopyError, ArchiveError) as err:
                 raise CopyError(f"failed to copy files: {err}") from None
-    with tempfile.TemporaryFile(dir=b.components.tmp_dir) as diff:
-        rw_layer.diff(diff, b.source_date_epoch)
-        return create_child_image(b, image, diff, state, container_config, "")
+    return commit_rw_layer(b, rw_layer, image, state, container_config, "")
 
 
 def normalize_dest(working_dir: str, requested: str) -> str:
