@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from minibuild.archive import ArchiveError
 from minibuild.layer import LayerDoesNotExist, LayerError, LayerStore, chain_id_of
 from minibuild.layer import store as layer_store
+from minibuild.layer import writer as layer_writer
 
 EMPTY_TAR_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 
@@ -219,3 +220,85 @@ def test_a_held_layer_is_never_deleted(tmp_path_factory, stack_picks, rnd):
         for chain_id in held:
             assert all(layer.chain_id in store for layer in store.chain(chain_id))
     assert store.layers() == []
+
+
+# --- LayerWriter: a diff written straight into the store ----------------------------------------------
+
+
+def write_in_pieces(writer, data: bytes, cuts: list[int]) -> None:
+    start = 0
+    for cut in sorted(cuts) + [len(data)]:
+        writer.write(data[start:cut])
+        start = max(start, cut)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(0, 6 << 20), max_size=12), st.integers(1, 6 << 20))
+def test_writer_stores_what_register_stores(tmp_path_factory, cuts, flush_behind):
+    """Any way of cutting the writes (tiny ones gathered, big ones passed on, hashing moved to a
+    thread past a few MB, flushes behind the writer) gives register's layer, byte for byte."""
+    data = make_tar(small=b"x" * 100, big=bytes(range(256)) * (5 << 12), empty=b"")
+    store = LayerStore(tmp_path_factory.mktemp("w") / "layers")
+    expected = store.register(io.BytesIO(data))
+    store.release(expected.chain_id)  # deleted: the writer must make it again
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(layer_writer, "FLUSH_BEHIND", flush_behind)
+        with store.writer() as writer:
+            write_in_pieces(writer, data, cuts)
+            assert writer.written == len(data) and writer.diff_id == sha(data)
+            layer = writer.commit()
+    assert (layer.diff_id, layer.chain_id, layer.size) == (expected.diff_id, expected.chain_id, expected.size)
+    assert layer.tar_path.read_bytes() == data
+    assert leftovers(store) == []
+
+
+def test_writer_flushes_behind_and_fsyncs_the_final_file(store, monkeypatch):
+    synced: list[str] = []
+    real_fdatasync, real_fsync = os.fdatasync, os.fsync
+    monkeypatch.setattr(layer_writer, "FLUSH_BEHIND", 1 << 20)
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append("behind"), real_fdatasync(fd))[1])
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append("fsync"), real_fsync(fd))[1])
+    with store.writer() as writer:
+        writer.write(make_tar(a=os.urandom(8 << 20)))
+        layer = writer.commit()
+    assert "behind" in synced and "fsync" in synced  # the flushes never replace the final fsync
+    assert layer.size == 8 << 20
+
+
+def test_a_failed_flush_fails_the_commit_and_leaves_nothing(store, monkeypatch):
+    def broken(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(layer_writer, "FLUSH_BEHIND", 1 << 20)
+    monkeypatch.setattr(os, "fdatasync", broken)
+    with pytest.raises(OSError, match="Input/output error"), store.writer() as writer:
+        writer.write(make_tar(a=os.urandom(4 << 20)))
+        writer.commit()
+    assert store.layers() == [] and leftovers(store) == []
+
+
+@pytest.mark.parametrize("data", [b"garbage", b"x" * 1024, make_tar(a=b"123456" * 100)[:700]])
+def test_writer_refuses_a_malformed_tar_at_commit(store, data):
+    with pytest.raises(ArchiveError), store.writer() as writer:
+        writer.write(data)
+        writer.commit()
+    assert store.layers() == [] and leftovers(store) == []
+
+
+def test_writer_left_without_commit_leaves_nothing(store):
+    with store.writer() as writer:
+        writer.write(make_tar(a=os.urandom(5 << 20)))  # enough to start the hashing thread
+    assert store.layers() == [] and leftovers(store) == []
+
+
+def test_writer_on_a_parent_and_sharing(store):
+    base = store.register(io.BytesIO(make_tar(a=b"1")))
+    data = make_tar(b=b"2")
+    first = store.register(io.BytesIO(data), base.chain_id)
+    with store.writer(base.chain_id) as writer:
+        writer.write(data)
+        second = writer.commit()
+    assert second == first and store.references(first.chain_id) == 2
+    assert leftovers(store) == []
+    with pytest.raises(LayerDoesNotExist):
+        store.writer("sha256:" + "0" * 64)

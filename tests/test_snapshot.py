@@ -1,6 +1,7 @@
 """Snapshotters: overlay and naive give the same layer tar for the same step; layers stack; no leaks."""
 
 import asyncio
+import errno
 import hashlib
 import io
 import json
@@ -15,7 +16,7 @@ import pytest
 from test_runtime import NOBODY, REPO, _python_for_nobody, make_busybox_rootfs
 
 from minibuild.layer import LayerStore
-from minibuild.runtime import ProcessSpec, run
+from minibuild.runtime import Mount, ProcessSpec, run
 from minibuild.snapshot import (
     NaiveSnapshotter,
     OverlaySnapshotter,
@@ -23,6 +24,8 @@ from minibuild.snapshot import (
     overlay_supported,
     select_snapshotter,
 )
+from minibuild.snapshot.copy import copy_file_data
+from minibuild.snapshot.overlay import overlay_volatile_supported, volatile_mounts
 from minibuild.snapshot.snapshotter import Snapshot, Snapshotter
 
 pytestmark = [
@@ -192,6 +195,46 @@ def test_mounted_gives_the_host_a_view_without_a_mount(base, tmp_path):
     assert (snapshot.upper / "data/copied").read_text() == "from the host"
     with tarfile.open(fileobj=io.BytesIO(diff_of(overlay, snapshot))) as members:
         assert [m.name for m in members] == ["data", "data/copied"]
+
+
+def test_the_daemons_view_is_volatile_and_can_be_mounted_again(base, tmp_path, monkeypatch):
+    """COPY's view skips the sync of the whole upper filesystem at unmount (`volatile`); overlayfs
+    then refuses the next mount of the same upper until its marker goes, which mounted() removes."""
+    _store, chain = base
+    overlay = OverlaySnapshotter(tmp_path / "overlay")
+    if not overlay_volatile_supported(overlay.root, overlay.runtime):
+        pytest.skip("this kernel's overlayfs has no volatile option (Linux < 5.10)")
+    seen = []
+    real_mounted = overlay.runtime.mounted
+    monkeypatch.setattr(overlay.runtime, "mounted", lambda r, m: seen.append(m) or real_mounted(r, m))
+    snapshot = overlay.prepare("twice", chain)
+    for text in ("first", "second"):
+        with overlay.mounted(snapshot) as tree:
+            (tree / text).write_text(text)
+        assert not (snapshot.path / "work/work/incompat").exists()
+    assert all("volatile" in m.options for mounts in seen for m in mounts)
+    assert "volatile" not in snapshot.mounts[0].options  # RUN's mount is the runtime's, unchanged
+    code, output = step(snapshot, "cat /first /second")  # and it can still mount the snapshot
+    assert (code, output) == (0, b"firstsecond")
+    assert volatile_mounts((Mount(type="bind", source="/x"),)) == (Mount(type="bind", source="/x"),)
+
+
+def test_copy_file_data_falls_back_from_kernel_copies(tmp_path, monkeypatch):
+    """copy_file_range (refused across filesystems), then sendfile, then read and write."""
+    data = os.urandom(3 << 20)
+    (tmp_path / "src").write_bytes(data)
+
+    def refuse(*_args):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    for refused in ([], ["copy_file_range"], ["copy_file_range", "sendfile"]):
+        with monkeypatch.context() as mp:
+            for name in refused:
+                mp.setattr(os, name, refuse)
+            target = tmp_path / f"dst-{len(refused)}"
+            with open(tmp_path / "src", "rb") as fin, open(target, "wb") as fout:
+                copy_file_data(fin.fileno(), fout.fileno())
+        assert target.read_bytes() == data
 
 
 def test_a_cancelled_step_leaves_no_mount(base, tmp_path):
