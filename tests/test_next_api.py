@@ -10,7 +10,7 @@ import time
 import urllib.parse
 
 import pytest
-from test_next_harness import needs_root, new_builder, tar_of
+from test_next_harness import needs_root, new_builder, processes_with, tar_of
 
 from minibuild.api.daemon import embedded_daemon
 from minibuild.builder.next.progress import StatusResponse
@@ -136,24 +136,22 @@ def test_cancel_ends_the_stream_with_context_canceled(daemon):
     result = {}
 
     def run_build():
-        result["build"] = build(daemon, "FROM busybox:local\nRUN sleep 60\n", buildid="cancel-me")
+        result["build"] = build(daemon, "FROM busybox:local\nRUN sleep 60.25\n", buildid="cancel-me")
 
     thread = threading.Thread(target=run_build)
     thread.start()
-    builder = daemon.daemon.build_backend.buildkit
     deadline = time.monotonic() + 60
-    while "cancel-me" not in builder.jobs and time.monotonic() < deadline:
+    while not processes_with("60.25") and time.monotonic() < deadline:  # the step's process runs
         time.sleep(0.05)
-    time.sleep(0.5)
     assert request(daemon, "POST", "/v1.40/build/cancel", {"id": "cancel-me"}) == (200, b"")
     thread.join(timeout=60)
     status, messages = result["build"]
     assert status == 200
     assert messages[-1] == {"errorDetail": {"message": "context canceled"}, "error": "context canceled"}
-    sleeping = [v for v in vertices_from_trace(traces(messages)) if v.name == "[2/2] RUN sleep 60"]
+    sleeping = [v for v in vertices_from_trace(traces(messages)) if v.name == "[2/2] RUN sleep 60.25"]
     # Reference §6.2: the running step's error wraps its killed process's, the stream's stays plain.
     assert sleeping and sleeping[0].error == (
-        "executor failed running [/bin/sh -c sleep 60]: exit code: 137: context canceled: context canceled"
+        "executor failed running [/bin/sh -c sleep 60.25]: exit code: 137: context canceled: context canceled"
     )
 
 

@@ -140,6 +140,20 @@ class NextBench:
         return dest
 
 
+def processes_with(marker: str) -> list[int]:
+    """The host's processes whose command line contains `marker` (a RUN step's, seen from outside)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker.encode() in cmdline:
+                found.append(int(entry))
+    return found
+
+
 def snapshot_of_tree(root: Path) -> dict[str, tuple]:
     """Every path with its type, mode, owner, size and content or link (no times): for comparisons."""
     out: dict[str, tuple] = {}

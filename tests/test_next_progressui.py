@@ -131,3 +131,31 @@ def test_tty_redraws_while_nothing_happens():
         time.sleep(0.01)
     display.close()
     assert out.getvalue().count("[+] Building") >= 3
+
+
+def test_a_pull_prints_its_layers_as_buildkit_does():
+    """A FROM vertex's statuses: the resolution, each blob's bytes (decimal units), its extraction."""
+    blob = "sha256:" + "ab" * 32
+    out = io.StringIO()
+    printer = PlainPrinter(out)
+    printer.write(StatusResponse([Vertex(FROM, [], "[1/2] FROM r/x:v1@sha256:cd", started=10.0)]))
+    for status in (
+        VertexStatus("resolve r/x:v1@sha256:cd", FROM, timestamp=10.0, started=10.0, completed=10.0),
+        VertexStatus(blob, FROM, current=0, total=2_150_000, timestamp=10.1, started=10.1),
+        VertexStatus(
+            blob, FROM, current=2_150_000, total=2_150_000, timestamp=10.4, started=10.1, completed=10.4
+        ),
+        VertexStatus("extracting " + blob, FROM, timestamp=10.4, started=10.4),
+        VertexStatus("extracting " + blob, FROM, timestamp=10.6, started=10.4, completed=10.6),
+        VertexStatus("small", FROM, current=512, total=999, timestamp=10.6, started=10.6),
+    ):
+        printer.write(StatusResponse(statuses=[status]))
+    assert out.getvalue().splitlines()[1:] == [
+        "#1 [1/2] FROM r/x:v1@sha256:cd",
+        "#1 resolve r/x:v1@sha256:cd done",
+        f"#1 {blob} 0B / 2.15MB",
+        f"#1 {blob} 2.15MB / 2.15MB 0.3s done",
+        f"#1 extracting {blob}",
+        f"#1 extracting {blob} 0.2s done",
+        "#1 small 512B / 999B",
+    ]

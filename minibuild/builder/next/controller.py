@@ -11,7 +11,9 @@ of the solve with that ref, from its first event, to whoever asks.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +25,12 @@ from minibuild.archive import follow_symlink_in_scope
 from minibuild.builder import run_in_thread as in_thread
 from minibuild.builder.next import llb
 from minibuild.builder.next.cache import CacheManager, JobCache, PruneReport, Ref
-from minibuild.builder.next.dockerfile2llb import ConvertError, ConvertOpt, dockerfile_to_llb
+from minibuild.builder.next.dockerfile2llb import ConvertError, ConvertOpt, dockerfile_to_llb, pinned_name
 from minibuild.builder.next.exporter import EXPORTER_IMAGE, EXPORTER_MOBY, ExportRequest, MobyExporter
 from minibuild.builder.next.ops import Worker
 from minibuild.builder.next.progress import ProgressWriter, StatusResponse
 from minibuild.builder.next.progress import Vertex as ProgressVertex
+from minibuild.builder.next.pull import resolve_image_config
 from minibuild.builder.next.solver import Job, Solver
 from minibuild.distribution import AuthConfig, RegistryService, parse_reference
 from minibuild.dockerfile import DockerfileError
@@ -150,9 +153,11 @@ class Controller:
             snapshotter=self.snapshotter,
             runtime=self.runtime,
             image_service=self.image_service,
+            registry=self.registry,
             source_date_epoch=epoch,
         )
         worker.bodies.update(req.bodies)
+        worker.auth_configs.update(req.auth_configs)
         solver = Solver(worker, job_cache, max_parallelism=self.max_parallelism)
         job = solver.new_job(progress)
         try:
@@ -254,7 +259,7 @@ class DockerfileFrontend:
         # since minibuild writes none (see cache_exports) and reads no other builder's.
         return ConvertOpt(
             build_context=context,
-            meta_resolver=_MetaResolver(self.controller, self.job, self.req.auth_configs),
+            meta_resolver=_MetaResolver(self.controller, self.job, self.worker, self.req.auth_configs),
             target=attrs.get("target", ""),
             build_args={k[len("build-arg:") :]: v for k, v in attrs.items() if k.startswith("build-arg:")},
             labels={k[len("label:") :]: v for k, v in attrs.items() if k.startswith("label:")},
@@ -269,13 +274,26 @@ class DockerfileFrontend:
 
 
 class _MetaResolver:
-    """Image configs for FROM: the local store first, the registry when missing (or always, with pull)."""
+    """ResolveImageConfig for FROM and COPY --from images: the local image store first (moby's
+    prefer-local), else the registry, which gives the config and the digest the frontend pins (always
+    the registry with `pull`). Each image is resolved once per build."""
 
-    def __init__(self, controller: Controller, job: Job, auth_configs: dict[str, AuthConfig]) -> None:
-        self.controller, self.job, self.auth_configs = controller, job, auth_configs
+    def __init__(self, controller: Controller, job: Job, worker: Worker, auth_configs: dict[str, AuthConfig]):
+        self.controller, self.job, self.worker, self.auth_configs = controller, job, worker, auth_configs
+        self.resolved: dict[tuple[str, str, str], asyncio.Future[tuple[str, dict[str, Any]]]] = {}
 
     async def resolve_image_config(
         self, ref: str, *, platform: str, resolve_mode: str, log_name: str
+    ) -> tuple[str, dict[str, Any]]:
+        key = (ref, platform, resolve_mode)
+        if key not in self.resolved:
+            self.resolved[key] = asyncio.ensure_future(
+                self._resolve_with_progress(ref, platform, resolve_mode, log_name)
+            )
+        return await self.resolved[key]
+
+    async def _resolve_with_progress(
+        self, ref: str, platform: str, resolve_mode: str, log_name: str
     ) -> tuple[str, dict[str, Any]]:
         progress = self.job.progress
         digest = "sha256:" + hashlib.sha256(log_name.encode()).hexdigest()
@@ -283,30 +301,32 @@ class _MetaResolver:
             progress.announce([ProgressVertex(digest, [], log_name)])
             progress.start(digest)
         try:
-            image = await self._resolve(ref, platform, resolve_mode)
+            result = await self._resolve(ref, platform, resolve_mode)
         except Exception as err:
             if progress is not None:
                 progress.complete(digest, error=str(err))
             raise ConvertError(str(err)) from None
         if progress is not None:
             progress.complete(digest)
-        return "", image.config
+        return result
 
-    async def _resolve(self, ref: str, platform: str, resolve_mode: str) -> Any:
+    async def _resolve(self, ref: str, platform: str, resolve_mode: str) -> tuple[str, dict[str, Any]]:
         service = self.controller.image_service
+        registry = self.controller.registry
         if resolve_mode != "pull":
             try:
-                return service.get_image(ref)
+                return "", service.get_image(ref).config
             except errdefs.NotFound:
-                if self.controller.registry is None:
+                if registry is None:
                     raise errdefs.NotFound(f"{ref}: not found") from None
-        registry = self.controller.registry
         if registry is None:
             raise errdefs.NotFound(f"{ref}: not found: this daemon cannot pull images")
         parsed = parse_reference(ref)
         auth = registry.resolve_auth_config(self.auth_configs, parsed)
-        image_id = await registry.pull(service, parsed, auth=auth)
-        return service.get_image(image_id)
+        resolved = await resolve_image_config(registry, parsed, auth=auth, platform=platforms.parse(platform))
+        digest = resolved.ref.digest
+        self.worker.remote_images[pinned_name(ref, digest)] = resolved  # the FROM vertex pulls it
+        return digest, json.loads(resolved.config)
 
 
 def _result_of(job: Job, cache: JobCache, vertices: dict[str, llb.Vertex], digest: str) -> Ref | None:

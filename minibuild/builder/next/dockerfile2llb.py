@@ -374,8 +374,9 @@ async def _resolve_image(d: DispatchState, opt: ConvertOpt) -> None:
     name = str(reference.tag_name_only(ref))
     image = empty_image(platform)
     is_scratch = False
+    # As BuildKit, a COPY --from image (unregistered) is not resolved here: its source vertex resolves it.
     if opt.meta_resolver is not None and not d.unregistered:
-        _digest, config = await opt.meta_resolver.resolve_image_config(
+        digest, config = await opt.meta_resolver.resolve_image_config(
             name,
             platform=platform,
             resolve_mode=opt.image_resolve_mode,
@@ -385,6 +386,7 @@ async def _resolve_image(d: DispatchState, opt: ConvertOpt) -> None:
         is_scratch = not image["rootfs"].get("diff_ids") and all(
             h.get("empty_layer") for h in image.get("history") or []
         )
+        name = pinned_name(name, digest)  # FROM docker.io/library/busybox:latest@sha256:…
     d.image = image
     d.history_sources = [FROM_BASE] * len(image.get("history") or [])
     d.platform = platform
@@ -398,6 +400,11 @@ async def _resolve_image(d: DispatchState, opt: ConvertOpt) -> None:
             attrs={"image.resolvemode": opt.image_resolve_mode},
         )
         d.state = llb.State(vertex, platform=platform)
+
+
+def pinned_name(name: str, digest: str) -> str:
+    """reference.WithDigest: the name the resolver gave a digest for, pinned to it ("": found locally)."""
+    return f"{name}@{digest}" if digest and "@" not in name else name
 
 
 def empty_image(platform: str) -> dict[str, Any]:

@@ -3,7 +3,8 @@ solver/llbsolver/file/backend.go; cache/contenthash; worker/base.go ResolveOp).
 
 A `Worker` gives each vertex its op for one build:
 
-    docker-image://…   ImageSourceOp   the image's layers, imported into the build cache once
+    docker-image://…   ImageSourceOp   the image's layers in the build cache: imported from the image
+                                       store, or pulled from the registry (pull.py)
     context://…        ContextSourceOp the request body (its key: the body's sha256)
     http(s)://…        HTTPSourceOp    a file downloaded for ADD <url>
     exec               ExecOp          RUN: a snapshot of the input, the runtime, the diff as a layer
@@ -38,6 +39,8 @@ from typing import Any
 
 import requests
 
+from minibuild import errdefs
+from minibuild.api import platforms
 from minibuild.archive import (
     ArchiveError,
     decompress_stream,
@@ -50,7 +53,9 @@ from minibuild.builder import run_in_thread as in_thread
 from minibuild.builder.next.cache import JobCache, Ref
 from minibuild.builder.next.llb import Vertex, canonical
 from minibuild.builder.next.progress import CANCELED
+from minibuild.builder.next.pull import ResolvedImage, pull_into_cache, resolve_image_config
 from minibuild.builder.next.solver import CacheMap, ExecContext
+from minibuild.distribution import AuthConfig, RegistryService, parse_reference
 from minibuild.image.service import ImageService
 from minibuild.runtime import ContainerError, ProcessSpec, Runtime, UserLookupError, get_exec_user
 from minibuild.runtime import Mount as RuntimeMount
@@ -83,12 +88,16 @@ class Worker:
         snapshotter: Snapshotter,
         runtime: Runtime,
         image_service: ImageService,
+        registry: RegistryService | None = None,
         source_date_epoch: int | None = None,
     ) -> None:
         self.cache = cache
         self.snapshotter = snapshotter
         self.runtime = runtime
         self.image_service = image_service
+        self.registry = registry
+        self.remote_images: dict[str, ResolvedImage] = {}  # name@digest -> what the frontend resolved
+        self.auth_configs: dict[str, AuthConfig] = {}  # X-Registry-Config, for what sources resolve
         self.epoch = source_date_epoch
         self.bodies: dict[str, Path] = {}  # context:// identifier -> the request body
         self.content_addressed: set[str] = set()  # vertices whose users key them by content: the context
@@ -255,21 +264,46 @@ class Worker:
 
 
 class ImageSourceOp:
-    """FROM <image>: the image's layers from the image store, registered in the build cache."""
+    """FROM <image> (and COPY --from=<image>): the image's layers in the build cache, keyed by the image
+    ID — imported from the image store for a local image; pulled from its registry for one the frontend
+    resolved there, or that this vertex resolves itself (an image only COPY --from reads, as BuildKit's
+    source op resolves what the frontend did not)."""
 
     def __init__(self, worker: Worker, vertex: Vertex) -> None:
         self.worker, self.vertex = worker, vertex
         self.ref = vertex.op["identifier"].removeprefix("docker-image://")
+        self.remote = worker.remote_images.get(self.ref)
         self.image: Any = None
 
     async def cache_map(self, ctx: ExecContext) -> CacheMap:
+        if self.remote is None and self.vertex.op["attrs"].get("image.resolvemode") != "pull":
+            try:
+                self.image = self.worker.image_service.get_image(self.ref)
+            except errdefs.NotFound as err:
+                if self.worker.registry is None:
+                    raise OpError(f"failed to load cache key: {self.ref}: not found: {err}") from None
+            except Exception as err:
+                raise OpError(f"failed to load cache key: {self.ref}: {err}") from None
+        if self.image is None and self.remote is None:
+            self.remote = await self._resolve()
+        return CacheMap(op_digest(self.vertex.op, self.remote.image_id if self.remote else self.image.id))
+
+    async def _resolve(self) -> ResolvedImage:
+        registry = self.worker.registry
+        if registry is None:
+            raise OpError(f"failed to load cache key: {self.ref}: not found: this daemon cannot pull images")
         try:
-            self.image = self.worker.image_service.get_image(self.ref)
-        except Exception as err:
-            raise OpError(f"failed to load cache key: {self.ref}: not found: {err}") from None
-        return CacheMap(op_digest(self.vertex.op, self.image.id))
+            ref = parse_reference(self.ref)
+            auth = registry.resolve_auth_config(self.worker.auth_configs, ref)
+            platform = platforms.parse(self.vertex.op.get("platform") or f"linux/{platforms.host_arch()}")
+            return await resolve_image_config(registry, ref, auth=auth, platform=platform)
+        except errdefs.DockerError as err:
+            raise OpError(f"failed to load cache key: {err}") from None
 
     async def exec(self, ctx: ExecContext, inputs: list[Any]) -> Ref:
+        if self.remote is not None:
+            assert self.worker.registry is not None  # the frontend resolved it there
+            return await pull_into_cache(self.worker.registry, self.worker.cache, self.remote, ctx)
         return await in_thread(self._import)
 
     def _import(self) -> Ref:

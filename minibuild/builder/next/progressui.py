@@ -76,6 +76,23 @@ class _Trace:
         return events
 
 
+def _amount(s: VertexStatus) -> str:
+    """A sub-step's byte counts as BuildKit prints them: ` 1.05MB / 2.15MB` (nothing when it has none)."""
+    current = f" {_bytes(s.current)}" if s.current or s.total else ""
+    return current + (f" / {_bytes(s.total)}" if s.total else "")
+
+
+def _bytes(n: int) -> str:
+    """tonistiigi/units Bytes with %.2f: decimal units, whole bytes below 1000 (`0B`, `512B`, `2.15MB`)."""
+    if n < 1000:
+        return f"{n}B"
+    value, units = n / 1000, ["kB", "MB", "GB", "TB", "PB", "EB"]
+    while value >= 1000 and len(units) > 1:
+        value /= 1000
+        units.pop(0)
+    return f"{value:.2f}{units[0]}"
+
+
 class PlainPrinter:
     """`--progress plain` (printer.go's textMux)."""
 
@@ -144,11 +161,7 @@ class PlainPrinter:
         self.current = ""
 
     def _status(self, step: _Step, s: VertexStatus) -> None:
-        amount = ""
-        if s.total:
-            amount = f" {s.current} / {s.total}"
-        elif s.current:
-            amount = f" {s.current}"
+        amount = _amount(s)
         end = s.completed if s.completed is not None else s.timestamp
         took = ""
         if s.started is not None and end is not None and end - s.started > 0.01:
@@ -243,7 +256,8 @@ class TTYDisplay:
             for sid in step.status_order:
                 s = step.statuses[sid]
                 s_end = s.completed if s.completed is not None else self.clock()
-                lines.append(self._row(" => => " + sid, f"{max(s_end - (s.started or s_end), 0.0):.1f}s"))
+                took = f"{max(s_end - (s.started or s_end), 0.0):.1f}s"
+                lines.append(self._row(" => => " + sid + _amount(s), took))
             if v.completed is None or (v.error and not v.error.endswith(CANCELED)):
                 tail = [text for _ts, text in step.lines[-_TAIL:]]
                 lines += [self._row(" => => # " + text, "") for text in tail]

@@ -117,12 +117,28 @@ class ExecContext:
     def stderr(self, data: bytes) -> None:
         self.log(STDERR, data)
 
-    def status(self, id: str, *, started: float | None = None, completed: float | None = None) -> None:
-        """A named sub-step of this vertex (`exporting layers`)."""
+    def status(
+        self,
+        id: str,
+        *,
+        started: float | None = None,
+        completed: float | None = None,
+        current: int = 0,
+        total: int = 0,
+    ) -> None:
+        """A named sub-step of this vertex (`exporting layers`, a layer's download with its bytes)."""
         if self.job.progress is not None:
             now = self.job.solver.clock()
             self.job.progress.status(
-                VertexStatus(id, self.vertex.digest, timestamp=now, started=started, completed=completed)
+                VertexStatus(
+                    id,
+                    self.vertex.digest,
+                    current=current,
+                    total=total,
+                    timestamp=now,
+                    started=started,
+                    completed=completed,
+                )
             )
 
 
