@@ -24,6 +24,7 @@ from minibuild.snapshot import (
     overlay_supported,
     select_snapshotter,
 )
+from minibuild.snapshot import snapshotter as snapshotter_module
 from minibuild.snapshot.copy import copy_file_data
 from minibuild.snapshot.overlay import overlay_volatile_supported, volatile_mounts
 from minibuild.snapshot.snapshotter import Snapshot, Snapshotter
@@ -282,6 +283,19 @@ def test_staging_leftovers_are_swept_at_start(tmp_path):
     (naive.tmp / ".tmp-chain-half-written/file").write_text("x")
     NaiveSnapshotter(tmp_path / "naive")
     assert os.listdir(naive.tmp) == []
+
+
+def test_remove_is_immediate_and_the_files_go_in_the_background(base, tmp_path):
+    _store, chain = base
+    for snapshotter in (OverlaySnapshotter(tmp_path / "overlay"), NaiveSnapshotter(tmp_path / "naive")):
+        snapshots = [snapshotter.prepare(f"gone{i}", chain) for i in range(3)]
+        for snapshot in snapshots:
+            (snapshot.upper / "big").write_bytes(os.urandom(1 << 20))
+            snapshotter.remove(snapshot)
+            assert not snapshot.path.exists()
+        type(snapshotter)(snapshotter.root)  # a new start sweeping tmp/ meanwhile is no conflict
+        snapshotter_module._reaper.submit(lambda: None).result()  # what was queued before is done
+        assert os.listdir(snapshotter.tmp) == [] and os.listdir(snapshotter.snapshots) == []
 
 
 def test_select_snapshotter_probes_overlay(tmp_path):

@@ -48,6 +48,8 @@ class _Prefixed(io.RawIOBase):
             buf[:n] = self._head[:n]
             self._head = self._head[n:]
             return n
+        if isinstance(self._src, io.BufferedReader | io.FileIO):  # a file: into the caller's buffer
+            return self._src.readinto(buf) or 0
         data = self._src.read(len(buf))
         buf[: len(data)] = data
         return len(data)

@@ -10,15 +10,18 @@ On disk, under the snapshotter's root:
 
     layers/ or chains/   what the layers unpack to, once per chain ID (shared by every step on it)
     snapshots/<key>/     one step's writable tree
-    tmp/                 staging: everything appears by rename, so a crash leaves whole entries or
-                         leftovers in tmp/, which the next start removes
+    tmp/                 staging, and removed snapshots being deleted: everything appears and
+                         disappears by rename, so a crash leaves whole entries or leftovers in tmp/,
+                         which the next start removes
 """
 
+import logging
 import os
 import re
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,8 @@ from minibuild.layer import Layer
 from minibuild.runtime import Mount
 
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+log = logging.getLogger("minibuild.snapshot")
+_reaper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot-reaper")  # joined at exit
 
 
 class SnapshotError(Exception):
@@ -91,8 +96,15 @@ class Snapshotter(ABC):
         )
 
     def remove(self, snapshot: Snapshot) -> None:
-        """Throw the snapshot away."""
-        remove_tree(snapshot.path)
+        """Throw the snapshot away: out of snapshots/ at once (a rename into tmp/), its files deleted
+        by a helper thread, off the build's path (freeing a big tree waits on the filesystem's journal
+        when the disk is busy). What a stopped daemon did not delete, the next start finds in tmp/."""
+        doomed = temp_name(self.tmp, "rm-")
+        try:
+            os.rename(snapshot.path, doomed)
+        except FileNotFoundError:
+            return
+        _reaper.submit(remove_tree, doomed).add_done_callback(_report)
 
     def _new_snapshot_dir(self, key: str) -> Path:
         if not _KEY.fullmatch(key):
@@ -131,7 +143,8 @@ def remove_tree(path: Path) -> None:
     if not os.path.lexists(path):
         return
     if os.path.islink(path) or not os.path.isdir(path):
-        os.unlink(path)
+        with suppress(FileNotFoundError):
+            os.unlink(path)
         return
     if os.geteuid() != 0:
         with suppress(OSError):
@@ -142,4 +155,15 @@ def remove_tree(path: Path) -> None:
                     full = os.path.join(dirpath, name)
                     if not os.path.islink(full):
                         os.chmod(full, 0o700)
-    shutil.rmtree(path)
+    shutil.rmtree(path, onerror=_gone_is_fine)
+
+
+def _report(done: Future[None]) -> None:
+    if done.exception() is not None:  # left in tmp/ for the next start to remove
+        log.warning("removing a snapshot failed: %s", done.exception())
+
+
+def _gone_is_fine(function: object, path: str, exc_info: tuple) -> None:
+    """rmtree's error handler: what someone else deleted meanwhile (a sweep, the reaper) is no error."""
+    if not isinstance(exc_info[1], FileNotFoundError):
+        raise exc_info[1]
