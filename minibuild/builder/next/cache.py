@@ -35,6 +35,7 @@ from typing import Any
 from minibuild.builder.next.llb import Vertex
 from minibuild.ioutils import atomic_write_file, fsync_dir, temp_name
 from minibuild.layer import Layer, LayerDoesNotExist, LayerStore
+from minibuild.layer.writer import LayerWriter
 
 RECORD_REGULAR = "regular"
 RECORD_SOURCE_LOCAL = "source.local"
@@ -428,6 +429,16 @@ class JobCache:
 
     def register_layer(self, tar: Path, parent: Layer | None) -> Layer:
         return self.manager.register_layer(tar, parent, self)
+
+    def layer_writer(self, parent: Layer | None) -> LayerWriter:
+        """Where a step writes its diff on top of `parent` (a layer this job holds): the layer store."""
+        return self.manager.layers.writer(parent.chain_id if parent is not None else None)
+
+    def commit_layer(self, writer: LayerWriter) -> Layer:
+        """Publish a written diff as a layer, held by the job until it closes (a record then keeps it)."""
+        layer = writer.commit()
+        self.layers.append(layer.chain_id)
+        return layer
 
     def cache_mount(
         self, cache_id: str, *, mode: int = 0o755, uid: int = 0, gid: int = 0

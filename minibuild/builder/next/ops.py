@@ -128,19 +128,16 @@ class Worker:
         changes = self.snapshotter.changes(snapshot)
         if not changes:
             return Ref(parent.chain, None, time.time())
-        tar_path = self.cache.manager.staging_dir("diff-")
-        try:
-            with open(tar_path, "wb") as out:
-                export_changes(
-                    snapshot.upper,
-                    changes,
-                    out,
-                    source_date_epoch=self.epoch,
-                    host_root=self.snapshotter.host_root,
-                )
-            layer = self.cache.register_layer(tar_path, parent.chain[-1] if parent.chain else None)
-        finally:
-            tar_path.unlink(missing_ok=True)
+        # Written once, straight into the layer store (hashed and synced as it goes): no temporary tar.
+        with self.cache.layer_writer(parent.chain[-1] if parent.chain else None) as writer:
+            export_changes(
+                snapshot.upper,
+                changes,
+                writer,
+                source_date_epoch=self.epoch,
+                host_root=self.snapshotter.host_root,
+            )
+            layer = self.cache.commit_layer(writer)
         return Ref((*parent.chain, layer), None, time.time())
 
     def prepare(self, parent: Ref) -> Snapshot:
