@@ -1,6 +1,7 @@
 """The build cache on disk: records survive restarts and crashes; prune frees what only they held."""
 
 import io
+import os
 import re
 import tarfile
 import time
@@ -77,6 +78,38 @@ def test_a_crash_leaves_nothing_unclaimed(tmp_path):
     assert [layer.size for layer in again.layers.layers()] == [1]
     assert [p.name for p in (root / "records").iterdir()] == [again.record("kept").id + ".json"]
     assert list((root / "tmp").iterdir()) == [] and list((root / "contexts").iterdir()) == []
+
+
+def test_records_written_unsynced_and_lost_to_a_crash_only_lose_cache(tmp_path):
+    """Record files are renamed into place whole but not fsynced one by one: what a power loss can
+    leave (an empty or truncated record) is dropped at start-up, with the layers only it held."""
+    root = tmp_path / "cache"
+    manager = CacheManager(root)
+    save_chain(manager, tmp_path, "kept", [("a", b"1")])
+    save_chain(manager, tmp_path, "emptied", [("b", b"22")])
+    save_chain(manager, tmp_path, "torn", [("c", b"333")])
+    records = root / "records"
+    (records / f"{manager.record('emptied').id}.json").write_bytes(b"")
+    torn = records / f"{manager.record('torn').id}.json"
+    torn.write_bytes(torn.read_bytes()[:20])
+    again = CacheManager(root)
+    assert again.record("kept") is not None
+    assert again.record("emptied") is None and again.record("torn") is None
+    assert [layer.size for layer in again.layers.layers()] == [1]  # the others' layers were swept
+    assert sorted(p.name for p in records.iterdir()) == [again.record("kept").id + ".json"]
+
+
+def test_a_job_closing_syncs_the_records_directory_once(tmp_path, monkeypatch):
+    manager = CacheManager(tmp_path / "cache")
+    job = manager.job_cache()
+    parent = None
+    for i in range(5):
+        parent = job.register_layer(layer_tar(tmp_path, f"f{i}", b"x"), parent)
+        job.save(f"k{i}", vertex(f"k{i}"), Ref((parent,), None, 1.0))
+    syncs = []
+    monkeypatch.setattr(os, "fsync", lambda fd: syncs.append(fd))
+    job.close()
+    assert len(syncs) == 1 and len(list((tmp_path / "cache" / "records").iterdir())) == 5
 
 
 def test_prune_reports_ids_and_bytes_freed(tmp_path):

@@ -13,8 +13,8 @@ build context, a plain directory. A `CacheRecord` maps a cache key to a result:
 Every record holds a reference on its top layer, so layers live as long as some record (or running
 job) needs them; on start-up records whose layers are gone are dropped, then layers no record claims
 (a crash between writing a layer and its record) are swept. Records used by a running job are "in
-use" and survive a prune. A job's new records are written when it closes (atomically, off the
-critical path of its steps).
+use" and survive a prune. A job's new records are written when it closes (each file replaced whole,
+one directory sync per job, off the critical path of its steps).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from minibuild.builder.next.llb import Vertex
-from minibuild.ioutils import atomic_write_file, fsync_dir, temp_name
+from minibuild.ioutils import fsync_dir, temp_name
 from minibuild.layer import Layer, LayerDoesNotExist, LayerStore
 from minibuild.layer.writer import LayerWriter
 
@@ -270,12 +270,22 @@ class CacheManager:
             self.flush()
 
     def flush(self) -> None:
-        """Write the usage times of records used since the last flush."""
+        """Write the records made or used since the last flush, then sync their directory once.
+
+        A record is only cache: one that a crash loses, or leaves empty, is dropped at start-up (and the
+        layers only it held are swept). So each file is renamed into place whole but not synced on its
+        own: one directory sync per job instead of two syncs per record (the layers it names were
+        synced when they were made).
+        """
         with self._lock:
+            written = False
             for key in self._dirty:
                 if (record := self._records.get(key)) is not None:
                     self._write(record)
+                    written = True
             self._dirty.clear()
+            if written:
+                fsync_dir(self.records_dir)
 
     # -- layers and directories --------------------------------------------------------------------
 
@@ -376,7 +386,15 @@ class CacheManager:
             self.layers.release(record.chain_id)
 
     def _write(self, record: CacheRecord) -> None:
-        atomic_write_file(self.records_dir / f"{record.id}.json", json.dumps(asdict(record)).encode())
+        """A record's file, replaced whole (a reader sees the old one or the new one, never a part)."""
+        path = self.records_dir / f"{record.id}.json"
+        tmp = temp_name(self.records_dir, path.name + "-")  # not a record's name: dropped at start-up
+        try:
+            tmp.write_bytes(json.dumps(asdict(record)).encode())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def _matches(record: CacheRecord, filters: dict[str, str | None], in_use: bool) -> bool:
