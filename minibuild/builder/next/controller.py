@@ -274,9 +274,9 @@ class DockerfileFrontend:
 
 
 class _MetaResolver:
-    """ResolveImageConfig for FROM and COPY --from images: the local image store first (moby's
-    prefer-local), else the registry, which gives the config and the digest the frontend pins (always
-    the registry with `pull`). Each image is resolved once per build."""
+    """ResolveImageConfig for FROM images: the local image store first (moby's prefer-local), else the
+    registry, which gives the config and the digest the frontend pins (always the registry with `pull`).
+    Each image is resolved once per build, however many stages start from it."""
 
     def __init__(self, controller: Controller, job: Job, worker: Worker, auth_configs: dict[str, AuthConfig]):
         self.controller, self.job, self.worker, self.auth_configs = controller, job, worker, auth_configs
