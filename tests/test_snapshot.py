@@ -203,7 +203,7 @@ def test_the_daemons_view_is_volatile_and_can_be_mounted_again(base, tmp_path, m
     then refuses the next mount of the same upper until its marker goes, which mounted() removes."""
     _store, chain = base
     overlay = OverlaySnapshotter(tmp_path / "overlay")
-    if not overlay_volatile_supported(overlay.root, overlay.runtime):
+    if not overlay_volatile_supported(overlay.tmp, overlay.runtime):
         pytest.skip("this kernel's overlayfs has no volatile option (Linux < 5.10)")
     seen = []
     real_mounted = overlay.runtime.mounted

@@ -144,7 +144,7 @@ class OverlaySnapshotter(Snapshotter):
     def mounted(self, snapshot: Snapshot) -> Iterator[Path]:
         """The merged tree, mounted `volatile` where the kernel can (see volatile_mounts)."""
         if self.volatile is None:
-            self.volatile = overlay_volatile_supported(self.root, self.runtime)
+            self.volatile = overlay_volatile_supported(self.tmp, self.runtime)  # a crash leaves it in tmp/
         if not self.volatile:
             with self.runtime.mounted(snapshot.rootfs, snapshot.mounts) as path:
                 yield path
