@@ -11,6 +11,7 @@ same cells and metadata. The kernelspec is normalized (python3, "Python 3") and 
 printed. `make nbval` then checks that a fresh run prints the same.
 """
 
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -23,12 +24,15 @@ HERE = Path(__file__).resolve().parent
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
 
-def normalize(nb: nbformat.NotebookNode) -> None:
-    """Metadata that does not depend on the machine or the run; consecutive prints as one output."""
+def normalize(nb: nbformat.NotebookNode, name: str) -> None:
+    """Metadata that does not depend on the machine or the run; consecutive prints as one output.
+    Cell ids are derived from the notebook's name and the cell's position (jupytext would make new
+    random ones on every read), so a re-run leaves them alone."""
     nb.metadata["kernelspec"] = dict(KERNELSPEC)
     nb.metadata["language_info"] = {"name": "python"}
     nb.metadata.setdefault("jupytext", {})["formats"] = "ipynb,py:percent"
-    for cell in nb.cells:
+    for i, cell in enumerate(nb.cells):
+        cell.id = hashlib.sha256(f"{name}:{i}".encode()).hexdigest()[:8]
         cell.metadata.pop("execution", None)
         cell.metadata.pop("ExecuteTime", None)
         if cell.cell_type == "code":
@@ -50,13 +54,13 @@ def coalesce_streams(outputs: list) -> list:
 
 def execute(script: Path) -> float:
     nb = jupytext.read(script)
-    normalize(nb)
+    normalize(nb, script.stem)
     started = time.monotonic()
     resources = {"metadata": {"path": str(HERE)}}  # run from notebooks/, as JupyterLab and nbval do
     client = NotebookClient(nb, timeout=600, kernel_name="python3", resources=resources)
     client.execute()
     elapsed = time.monotonic() - started
-    normalize(nb)
+    normalize(nb, script.stem)
     jupytext.write(nb, script.with_suffix(".ipynb"), fmt="ipynb")
     jupytext.write(nb, script, fmt="py:percent")
     return elapsed
