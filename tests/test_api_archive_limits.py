@@ -1,13 +1,16 @@
 """Tar bombs through the API: the daemon's --max-archive-size and --max-archive-entries.
 
 A build context or a `docker load` archive over the limits is refused with a clear error, by both
-builders, and leaves nothing behind in the data root. `minibuild daemon` takes the limits as flags.
+builders, and leaves nothing behind in the data root; so is a request body larger than any archive
+within the limits, while it is still being sent. `minibuild daemon` takes the limits as flags.
 """
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 from api_doubles import raw_request, tar_of
@@ -15,6 +18,7 @@ from test_daemon import wait_for_socket
 
 from minibuild.api.daemon import embedded_daemon
 from minibuild.archive import ArchiveLimits, current_limits
+from minibuild.archive.limits import max_body_size
 from minibuild.cli.system import DAEMON
 from minibuild.client import APIClient
 
@@ -22,7 +26,13 @@ MAX_SIZE = 1 << 20
 MAX_ENTRIES = 100
 SIZE_ERROR = f"archive exceeds the size limit of {MAX_SIZE} bytes"
 ENTRIES_ERROR = f"archive exceeds the limit of {MAX_ENTRIES} entries"
-OVER_SIZE = tar_of({"Dockerfile": b"FROM scratch\nCOPY big /big\n", "big": bytes(2 * MAX_SIZE)})
+# Over the content limit, yet a body any archive within the limits could be (max_body_size).
+OVER_SIZE = tar_of({"Dockerfile": b"FROM scratch\nCOPY big /big\n", "big": bytes(MAX_SIZE + 4096)})
+BODY_LIMIT = max_body_size(ArchiveLimits(MAX_SIZE, MAX_ENTRIES))
+BODY_ERROR = (
+    f"request body exceeds {BODY_LIMIT} bytes, more than an archive within the daemon's limits can take "
+    "(--max-archive-size, --max-archive-entries)"
+)
 OVER_ENTRIES = tar_of({"Dockerfile": b"FROM scratch\nCOPY . /\n", **{f"f{i:03d}": b"" for i in range(150)}})
 
 
@@ -74,11 +84,72 @@ def test_a_buildkit_build_context_over_the_limit_is_refused(daemon, context, err
 
 def test_a_load_over_the_limit_is_refused(daemon):
     before = tree(daemon.data_root)
-    archive = tar_of({"manifest.json": b"[]", "abc/layer.tar": tar_of({"big": bytes(2 * MAX_SIZE)})})
+    archive = tar_of({"manifest.json": b"[]", "abc/layer.tar": tar_of({"big": bytes(MAX_SIZE + 4096)})})
     status, _, body = raw_request(daemon.socket_path, "POST", "/images/load", archive)
     message = f"Error processing tar file(exit status 1): {SIZE_ERROR}"
     assert status == 200 and body.endswith(b'"error":"' + message.encode() + b'"}\r\n')
     assert tree(daemon.data_root) == before
+
+
+def test_the_body_limit_covers_any_archive_within_the_limits():
+    assert len(OVER_SIZE) < BODY_LIMIT
+    fullest = tar_of({f"f{i:03d}": bytes(MAX_SIZE // MAX_ENTRIES) for i in range(MAX_ENTRIES)})
+    assert len(fullest) <= BODY_LIMIT
+    assert max_body_size(ArchiveLimits(None, MAX_ENTRIES)) is None
+    assert max_body_size(ArchiveLimits(MAX_SIZE, None)) is None
+
+
+def post_endless(path: str, url: str) -> bytes:
+    """POST a chunked body of zeros that never ends (until the server stops reading); the raw answer."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(60)
+    sock.connect(path)
+    sock.sendall(f"POST {url} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+    sent = []
+
+    def send() -> None:
+        chunk = b"10000\r\n" + bytes(0x10000) + b"\r\n"
+        try:
+            while sum(sent) < 64 * BODY_LIMIT:  # far past the limit: the server must stop it first
+                sock.sendall(chunk)
+                sent.append(len(chunk))
+        except OSError:
+            pass  # the server answered and closed its end
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    answer = b""
+    while data := sock.recv(65536):
+        answer += data
+        if b"\r\n\r\n" in answer and answer.rstrip().endswith(b"}"):
+            break
+    sock.close()
+    sender.join(60)
+    assert sum(sent) < 64 * BODY_LIMIT
+    return answer
+
+
+@pytest.mark.parametrize("url", ["/build?t=endless", "/build?t=endless&version=2", "/images/load"])
+def test_a_body_past_any_archive_within_the_limits_is_refused_while_it_is_sent(daemon, url):
+    before = tree(daemon.data_root)
+    answer = post_endless(daemon.socket_path, url)
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert answer.endswith(b'{"message":"' + BODY_ERROR.encode() + b'"}\n')
+    assert tree(daemon.data_root) == before  # the spooled part is gone too
+
+
+def test_a_body_announced_past_the_limit_is_refused_before_it_is_read(daemon):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(60)
+    sock.connect(daemon.socket_path)
+    head = f"POST /build HTTP/1.1\r\nHost: localhost\r\nContent-Length: {BODY_LIMIT + 1}\r\n\r\n"
+    sock.sendall(head.encode())  # and no body at all: the answer must not wait for one
+    answer = b""
+    while not answer.endswith(b"}\n") and (data := sock.recv(65536)):
+        answer += data
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert answer.endswith(b'{"message":"' + BODY_ERROR.encode() + b'"}\n')
 
 
 def test_minibuild_daemon_takes_the_limits_as_flags(tmp_path):

@@ -7,7 +7,9 @@ error can still become an ordinary HTTP error: `flushed` tells which case applie
 
 `ThreadedResponseWriter` is for bulk data produced by a worker thread (`docker save`): each write waits
 until the bytes are sent, so a slow client slows the producer instead of filling memory.
-`spool_request_body` streams a request body (chunked or not) to a file, never holding it in memory.
+`spool_request_body` streams a request body (chunked or not) to a file, never holding it in memory,
+and refuses one larger than any archive within the daemon's limits (minibuild's guard: dockerd unpacks
+as it reads, so its disk use is bounded by what it unpacks).
 """
 
 import asyncio
@@ -19,20 +21,30 @@ from pathlib import Path
 
 from aiohttp import web
 
+from minibuild import errdefs
+from minibuild.archive.limits import current_limits, max_body_size
+
 _READ_CHUNK = 1 << 20
 _IOV_MAX = 1024  # what one writev takes (sysconf IOV_MAX on Linux)
 
 
 async def spool_request_body(request: web.Request, directory: Path, prefix: str) -> Path:
-    """Write the request body to a new file `<directory>/<prefix><random>`; the caller removes it."""
+    """Write the request body to a new file `<directory>/<prefix><random>`; the caller removes it.
+    A body past `max_body_size` of the limits in force is refused (400) and its file removed."""
+    limit = max_body_size(current_limits())
+    if limit is not None and (request.content_length or 0) > limit:
+        raise _body_too_large(limit)  # known from the headers: not a byte is read
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{prefix}{secrets.token_hex(8)}"
     loop = asyncio.get_running_loop()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         pending: list[bytes] = []
-        size = 0
+        size = total = 0
         async for chunk in request.content.iter_chunked(_READ_CHUNK):
+            total += len(chunk)
+            if limit is not None and total > limit:
+                raise _body_too_large(limit)
             pending.append(chunk)
             size += len(chunk)
             if size >= _READ_CHUNK:  # write in a worker thread, keep the loop free
@@ -46,6 +58,13 @@ async def spool_request_body(request: web.Request, directory: Path, prefix: str)
     finally:
         os.close(fd)
     return path
+
+
+def _body_too_large(limit: int) -> errdefs.InvalidParameter:
+    return errdefs.InvalidParameter(
+        f"request body exceeds {limit} bytes, more than an archive within the daemon's limits can take "
+        "(--max-archive-size, --max-archive-entries)"
+    )
 
 
 def _write_all(fd: int, chunks: list[bytes]) -> None:

@@ -7,7 +7,9 @@ limits in force when its caller gives none: build contexts, ADD of archives, `do
 the layers unpacked for a step (imported, loaded or pulled) all pass through it. The limits are
 process-wide: `minibuild daemon --max-archive-size SIZE --max-archive-entries N` sets them at start
 (`apply_limits`) and gives them back when it stops (`release_limits`); without a daemon, the defaults
-hold.
+hold. A request body that carries an archive (a build context, a load, an import) is refused as soon
+as it grows past what any archive within the limits could take (`max_body_size`), so an endless upload
+cannot fill the disk before unpacking starts.
 """
 
 import threading
@@ -47,3 +49,12 @@ def release_limits(token: object) -> None:
     """Withdraw the limits applied with `token` (the daemon stopped); unknown tokens are ignored."""
     with _lock:
         _applied[:] = [entry for entry in _applied if entry[0] is not token]
+
+
+def max_body_size(limits: ArchiveLimits) -> int | None:
+    """The largest body that can carry an archive within `limits`, None if either is unlimited: the
+    content, up to 2 KiB of headers and padding per entry (a PAX header included), 10 KiB of end
+    blocks, and 1% for compression (gzip, bzip2 and xz expand incompressible data far less)."""
+    if limits.max_size is None or limits.max_entries is None:
+        return None
+    return limits.max_size + limits.max_size // 100 + limits.max_entries * 2048 + 10240
