@@ -302,3 +302,45 @@ def test_writer_on_a_parent_and_sharing(store):
     assert leftovers(store) == []
     with pytest.raises(LayerDoesNotExist):
         store.writer("sha256:" + "0" * 64)
+
+
+@pytest.fixture
+def small_limits():
+    from minibuild.archive import ArchiveLimits, apply_limits, release_limits
+
+    token = apply_limits(ArchiveLimits(max_size=1 << 16, max_entries=8))
+    yield
+    release_limits(token)
+
+
+@pytest.mark.parametrize(
+    ("files", "error"),
+    [
+        ({"big": bytes((1 << 16) + 1)}, "archive exceeds the size limit of 65536 bytes"),
+        ({f"f{i}": b"" for i in range(9)}, "archive exceeds the limit of 8 entries"),
+    ],
+)
+def test_register_holds_a_diff_to_the_archive_limits(store, small_limits, files, error):
+    with pytest.raises(ArchiveError, match=error):
+        store.register(io.BytesIO(make_tar(**files)))
+    assert store.layers() == [] and leftovers(store) == []
+    assert store.register(io.BytesIO(make_tar(big=bytes(1 << 16)))).size == 1 << 16  # at the limit: fine
+
+
+def test_register_stops_a_decompression_bomb_before_it_is_written(store, small_limits, monkeypatch):
+    bomb = gzip.compress(make_tar(big=bytes(64 << 20)))  # 64 MiB of zeros in ~64 KiB
+    written = []
+    real_write = layer_writer.LayerWriter.write
+    monkeypatch.setattr(
+        layer_writer.LayerWriter, "write", lambda self, d: written.append(len(d)) or real_write(self, d)
+    )
+    with pytest.raises(ArchiveError, match="more than any within the limits"):
+        store.register(io.BytesIO(bomb))
+    assert sum(written) < 2 << 20  # stopped at the cap, not after the whole stream
+    assert store.layers() == [] and leftovers(store) == []
+
+
+def test_own_diffs_are_not_held_to_the_limits(store, small_limits):
+    with store.writer() as writer:  # a build step's diff: dockerd limits none, neither do we
+        writer.write(make_tar(**{f"f{i}": bytes(1 << 14) for i in range(9)}))
+        assert writer.commit().size == 9 << 14

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from minibuild.archive import decompress_stream
+from minibuild.archive import ArchiveError, current_limits, decompress_stream
+from minibuild.archive.limits import max_body_size
 from minibuild.ioutils import fsync_dir, fsync_file, temp_name
 from minibuild.layer.writer import LayerWriter
 
@@ -150,7 +151,8 @@ class LayerStore:
 
         The caller owns that reference: `release` it when done, or keep it as the one an image holds.
         A chain ID already stored is not stored twice: the existing layer is returned (and referenced).
-        Raises ArchiveError for a malformed tar and LayerDoesNotExist for an unknown parent.
+        Raises ArchiveError for a malformed tar or one over the archive limits in force, and
+        LayerDoesNotExist for an unknown parent.
         """
         if parent is not None:
             self.acquire(parent)  # keeps the parent alive while we stream
@@ -164,11 +166,17 @@ class LayerStore:
                 self.release(parent)
 
     def _register(self, src: BinaryIO, parent: str | None) -> Layer:
+        # A diff from outside (imported, loaded, pulled) is held to the archive limits in force, as untar
+        # holds it when it is unpacked; a decompression bomb is stopped before it fills the disk.
+        limits = current_limits()
+        cap = max_body_size(limits)
         with self.writer(parent) as writer:
             stream = decompress_stream(src)
             while data := stream.read(_CHUNK):  # trailing bytes after the end marker are part of the diff
+                if cap is not None and writer.written + len(data) > cap:
+                    raise ArchiveError(f"archive exceeds {cap} bytes, more than any within the limits")
                 writer.write(data)
-            return writer.commit()
+            return writer.commit(limits)
 
     def writer(self, parent: str | None = None) -> LayerWriter:
         """A LayerWriter for a diff on top of `parent` (the caller holds a reference to the parent).

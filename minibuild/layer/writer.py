@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from minibuild.archive.digester import HashPipeline
+from minibuild.archive.errors import ArchiveError
+from minibuild.archive.limits import ArchiveLimits
 from minibuild.archive.tarstream import read_entries
 
 if TYPE_CHECKING:
@@ -104,14 +106,15 @@ class LayerWriter:
         self._hashing.close()
         return "sha256:" + self._hash.hexdigest()
 
-    def commit(self) -> "Layer":
-        """Validate and publish the layer; return it, holding one reference (as LayerStore.register)."""
+    def commit(self, limits: ArchiveLimits | None = None) -> "Layer":
+        """Validate and publish the layer; return it, holding one reference (as LayerStore.register).
+        With `limits`, a diff over them is refused (ArchiveError) and nothing is stored."""
         if self._layer is not None:
             return self._layer
         try:
             diff_id = self.diff_id
             self._close()
-            self._layer = self._publish(diff_id, content_size(self._staging / "layer.tar"))
+            self._layer = self._publish(diff_id, content_size(self._staging / "layer.tar", limits))
             return self._layer
         finally:
             if self._layer is None:
@@ -137,11 +140,18 @@ class LayerWriter:
             shutil.rmtree(self._staging, ignore_errors=True)
 
 
-def content_size(path: Path) -> int:
-    """Bytes of regular-file content in a tar, validated header by header on the way."""
-    size = 0
+def content_size(path: Path, limits: ArchiveLimits | None = None) -> int:
+    """Bytes of regular-file content in a tar, validated header by header on the way (and against
+    `limits`, with untar's words)."""
+    size = entries = 0
+    max_size, max_entries = (limits.max_size, limits.max_entries) if limits else (None, None)
     with open(path, "rb") as tar:
         for info, _content in read_entries(tar):  # a regular file: contents are skipped by seeking
+            entries += 1
+            if max_entries is not None and entries > max_entries:
+                raise ArchiveError(f"archive exceeds the limit of {max_entries} entries")
             if info.isreg():
                 size += info.size
+                if max_size is not None and size > max_size:
+                    raise ArchiveError(f"archive exceeds the size limit of {max_size} bytes")
     return size
