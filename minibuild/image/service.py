@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 
 import minibuild
 from minibuild import errdefs
-from minibuild.api.platforms import host_arch as host_architecture  # the name the builders import
+from minibuild.api.platforms import host_arch
 from minibuild.archive import ArchiveError
 from minibuild.image import tarexport
 from minibuild.image.changes import build_from_config
@@ -206,7 +206,7 @@ class ImageService:
             config = {
                 "docker_version": DOCKER_VERSION,
                 "config": container_config,
-                "architecture": architecture or host_architecture(),
+                "architecture": architecture or host_arch(),
                 "os": os_name,
                 "created": created,
                 "comment": message,

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from minibuild import errdefs
+from minibuild.api.platforms import host_arch
 from minibuild.archive import ArchiveError
 from minibuild.builder import created_ns, run_in_thread
 from minibuild.builder.dockerfile.containers import Container
@@ -30,7 +31,7 @@ from minibuild.builder.dockerfile.copy import (
 from minibuild.builder.dockerfile.imagecontext import BuilderImage, RWLayer
 from minibuild.dockerfile.instructions import _ShellDependantCmdLine
 from minibuild.image.image import format_time
-from minibuild.image.service import DOCKER_VERSION, host_architecture
+from minibuild.image.service import DOCKER_VERSION
 from minibuild.layer import Layer
 
 if TYPE_CHECKING:
@@ -198,7 +199,7 @@ def create_child_image(
     if empty:
         entry["empty_layer"] = True
     config: dict[str, Any] = {
-        "architecture": parent.config.get("architecture") or host_architecture(),
+        "architecture": parent.config.get("architecture") or host_arch(),
         "os": state.operating_system or parent.operating_system(),
         "config": copy_run_config(state.run_config),
         "container_config": container_config,
