@@ -127,14 +127,14 @@ def test_resolve_auth_config_follows_dockers_rules():
 def test_config_file_round_trip_keeps_other_keys(tmp_path):
     path = tmp_path / "docker" / "config.json"
     path.parent.mkdir()
-    path.write_text(json.dumps({"auths": {}, "credsStore": "desktop", "psFormat": "{{.ID}}"}))
+    path.write_text(json.dumps({"auths": {}, "currentContext": "default", "psFormat": "{{.ID}}"}))
     config = ConfigFile.load(path)
     config.store(AuthConfig(username="me", password="pa:ss", serveraddress="localhost:5000"))
     config.store(AuthConfig(username="hub", password="x", serveraddress=INDEX_SERVER, identitytoken="tok"))
     raw = json.loads(path.read_text())
     assert raw["auths"]["localhost:5000"] == {"auth": base64.b64encode(b"me:pa:ss").decode()}
     assert raw["auths"][INDEX_SERVER]["identitytoken"] == "tok"
-    assert raw["credsStore"] == "desktop" and raw["psFormat"] == "{{.ID}}"
+    assert raw["currentContext"] == "default" and raw["psFormat"] == "{{.ID}}"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.read_text().startswith('{\n\t"auths"')  # tab indented, as the docker CLI writes it
     again = ConfigFile.load(path)

@@ -22,6 +22,7 @@ from minibuild.api.types import BUILDER_BUILDKIT, BUILDER_V1, ImageBuildOptions
 from minibuild.cli.command import Command, Flag, StatusError
 from minibuild.cli.progress import display_buildkit_stream, resolve_progress_mode
 from minibuild.client import context as buildcontext
+from minibuild.distribution.credentials import CredentialHelperError
 from minibuild.image import reference
 
 _ACTION = "Sending build context to Docker daemon"
@@ -185,6 +186,15 @@ def validate_tags(tags: list[str]) -> None:
             )
 
 
+def build_auth_configs(cli: Any) -> dict[str, Any]:
+    """X-Registry-Config's content: GetAllCredentials (config file, credsStore, credHelpers); a failing
+    credential helper leaves no credentials at all, the error ignored as the docker CLI ignores it."""
+    try:
+        return cli.credentials()
+    except CredentialHelperError:
+        return {}
+
+
 def run_build(ns: argparse.Namespace, cli: Any) -> int:
     env = cli.env
     version = builder_version(ns.builder, env)
@@ -224,7 +234,7 @@ def run_build(ns: argparse.Namespace, cli: Any) -> int:
         extra_hosts=list(ns.add_host),
         version=version,
         build_id=secrets.token_hex(32) if version == BUILDER_BUILDKIT else "",
-        auth_configs=cli.credentials(),
+        auth_configs=build_auth_configs(cli),
     )
     client = cli.client()
     image_id = ""

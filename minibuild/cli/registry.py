@@ -5,6 +5,8 @@ Credentials live in the docker CLI's config file (`$DOCKER_CONFIG/config.json`, 
 `~/.docker/config.json`), in its format, so `docker login` and `minibuild login` share them. `pull`
 and `push` send the entry for the image's registry (Docker Hub's under `https://index.docker.io/v1/`)
 as `X-Registry-Auth`; `login` asks the daemon to check credentials (`POST /auth`) before storing them.
+A credential helper configured in the file (`credsStore`, `credHelpers`) is asked instead of the file,
+and `login`/`logout` store and erase through it; its failures are reported in its own words.
 Output and messages are the docker CLI's (28.x); content trust is not implemented (the CLI's default,
 `DOCKER_CONTENT_TRUST` unset, is what minibuild always does).
 """
@@ -25,6 +27,7 @@ from minibuild.distribution.auth import (
 )
 from minibuild.distribution.config import INDEX_SERVER, ServiceConfig, new_index_info
 from minibuild.distribution.configfile import ConfigFile
+from minibuild.distribution.credentials import CredentialHelperError, FileStore
 from minibuild.image import reference
 from minibuild.image.reference import familiar_string
 
@@ -58,7 +61,10 @@ def _named(remote: str, all_tags: bool, quiet: bool, cli: Any) -> reference.Refe
 def encoded_auth_for(cli: Any, ref: reference.Reference) -> str:
     """ResolveAuthConfig + EncodeAuthToBase64: the config file's entry for the image's registry."""
     key = get_auth_config_key(new_index_info(ServiceConfig(), ref.domain))
-    return encode_auth_config(cli.config_file().get_auth_config(key))
+    try:
+        return encode_auth_config(cli.config_file().get_auth_config(key))
+    except CredentialHelperError as err:  # RetrieveAuthTokenFromImage's error ends the command
+        raise StatusError(str(err), 1)
 
 
 # --- pull, push ------------------------------------------------------------------------------------------
@@ -162,14 +168,17 @@ def prompt_user_for_credentials(
 
 
 def store_credentials(cli: Any, config: ConfigFile, auth: AuthConfig) -> None:
-    """fileStore.Store: save unless unchanged; warn that a password is kept unencrypted."""
-    if config.auths.get(auth.serveraddress) == auth:
+    """storeCredentials: into the server's credential store. The file saves unless unchanged and warns
+    that a password is kept unencrypted; a helper keeps the secret and the file an empty entry."""
+    store = config.get_credentials_store(auth.serveraddress)
+    in_file = isinstance(store, FileStore)
+    if in_file and config.auths.get(auth.serveraddress) == auth:
         return
     try:
-        config.store(auth)
-    except OSError as err:
+        store.store(auth)
+    except (OSError, CredentialHelperError) as err:
         raise StatusError(f"Error saving credentials: {err}", 1)
-    if auth.password:
+    if in_file and auth.password:
         cli.stderr.write(UNENCRYPTED_WARNING.format(config.path) + "\n")
 
 
@@ -218,7 +227,10 @@ def run_login(ns: argparse.Namespace, cli: Any) -> int:
     config = cli.config_file()
     stored = AuthConfig(serveraddress=server)
     if not ns.username and not password:
-        found = config.get_auth_config(server)
+        try:
+            found = config.get_auth_config(server)
+        except CredentialHelperError:  # GetDefaultAuthConfig failed: the user is prompted instead
+            found = AuthConfig()
         stored = AuthConfig(found.username, found.password, email=found.email, serveraddress=server)
 
     status = None
@@ -262,11 +274,11 @@ def run_logout(ns: argparse.Namespace, cli: Any) -> int:
         registries += [hostname, f"http://{hostname}", f"https://{hostname}"]
     cli.stdout.write(f"Removing login credentials for {hostname}\n")
     config = cli.config_file()
-    errors: dict[str, OSError] = {}
+    errors: dict[str, Exception] = {}
     for key in registries:
         try:
             config.erase(key)
-        except OSError as err:
+        except (OSError, CredentialHelperError) as err:
             errors[key] = err
     if len(errors) == len(registries):
         cli.stderr.write("WARNING: could not erase credentials:\n")

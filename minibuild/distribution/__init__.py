@@ -7,7 +7,8 @@
 Modules, in the order a pull meets them: config (which registries are insecure), auth (credentials,
 challenges, tokens), registry (endpoints, ping), client (the HTTP API v2), manifest (schema 2 / OCI,
 platforms), pull, push, metadata (layer <-> blob), progress (Docker's messages), errors (Docker's
-wording), configfile (~/.docker/config.json), service (the daemon's entry points).
+wording), configfile (~/.docker/config.json), credentials (its stores: the file or a credential helper),
+service (the daemon's entry points).
 """
 
 from minibuild.distribution.auth import (
@@ -19,6 +20,7 @@ from minibuild.distribution.auth import (
 )
 from minibuild.distribution.config import INDEX_SERVER, IndexInfo, ServiceConfig
 from minibuild.distribution.configfile import ConfigFile, config_dir
+from minibuild.distribution.credentials import CredentialHelperError
 from minibuild.distribution.errors import (
     ConfigFileError,
     DistributionError,
@@ -36,6 +38,7 @@ __all__ = [
     "AuthConfig",
     "ConfigFile",
     "ConfigFileError",
+    "CredentialHelperError",
     "DistributionError",
     "IndexInfo",
     "InvalidManifestError",

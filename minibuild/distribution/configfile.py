@@ -7,8 +7,9 @@
 
 The directory is `$DOCKER_CONFIG`, else `~/.docker`. Entries are keyed by server address (Docker Hub by
 its legacy `https://index.docker.io/v1/`); a lookup by host name also finds legacy keys written as URLs.
-Credential helpers (`credsStore`, `credHelpers`) are kept in the file but not run: minibuild reads and
-writes only the `auths` entries.
+With `"credsStore": "<name>"` every credential lives in the helper program `docker-credential-<name>`
+instead, and `"credHelpers": {"<registry>": "<name>"}` picks a helper per registry (credentials.py):
+lookups, logins and logouts go through the store `get_credentials_store` picks, as the docker CLI's do.
 """
 
 import base64
@@ -18,7 +19,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from minibuild.distribution.auth import AuthConfig, convert_to_hostname
+from minibuild.distribution.auth import AuthConfig
+from minibuild.distribution.credentials import CredentialHelperError, FileStore, NativeStore, Store
 from minibuild.distribution.errors import ConfigFileError
 
 CONFIG_FILE_NAME = "config.json"
@@ -71,6 +73,15 @@ class ConfigFile:
                 auth.auth = ""
             auth.serveraddress = server
             self.auths[server] = auth
+        # Kept in `data` too, so a save writes them back untouched.
+        self.credentials_store = self.data.get("credsStore") or ""
+        self.credential_helpers = self.data.get("credHelpers") or {}
+        if not isinstance(self.credentials_store, str):
+            raise ConfigFileError(f"{path}: credsStore must be a string")
+        if not isinstance(self.credential_helpers, dict) or not all(
+            isinstance(v, str) for v in self.credential_helpers.values()
+        ):
+            raise ConfigFileError(f"{path}: credHelpers must map registries to helper names")
 
     @classmethod
     def load(cls, path: Path | None = None) -> "ConfigFile":
@@ -92,28 +103,37 @@ class ConfigFile:
             raise ConfigFileError(f"{path}: the configuration must be a JSON object")
         return cls(path, data)
 
+    def get_credentials_store(self, server_address: str) -> Store:
+        """GetCredentialsStore: the registry's credHelpers entry, else credsStore, else the file itself."""
+        helper = self.credential_helpers.get(server_address) if server_address else None
+        helper = helper or self.credentials_store
+        return NativeStore(self, helper) if helper else FileStore(self)
+
     def get_auth_config(self, server_address: str) -> AuthConfig:
-        """fileStore.Get: the entry for `server_address`, else one whose key is a URL of that host."""
-        if server_address in self.auths:
-            return self.auths[server_address]
-        for key, auth in self.auths.items():
-            if server_address == convert_to_hostname(key):
-                return auth
-        return AuthConfig()
+        """GetAuthConfig: the credentials for a registry; CredentialHelperError if its helper fails."""
+        return self.get_credentials_store(server_address).get(server_address)
 
     def get_all_credentials(self) -> dict[str, AuthConfig]:
-        """Every stored credential by server: what `docker build` sends as X-Registry-Config."""
-        return dict(self.auths)
+        """GetAllCredentials (what `docker build` sends as X-Registry-Config): the default store's
+        credentials (the file's, or all a credsStore lists), each credHelpers registry's overriding them.
+
+        A failing default store fails the whole; a failing credHelpers entry is left out, as the CLI does.
+        """
+        auths = self.get_credentials_store("").get_all()
+        for registry in self.credential_helpers:
+            try:
+                auths[registry] = self.get_auth_config(registry)
+            except CredentialHelperError:
+                continue
+        return auths
 
     def store(self, auth: AuthConfig) -> None:
-        """fileStore.Store (docker login): keep `auth` under its server address and save."""
-        self.auths[auth.serveraddress] = auth
-        self.save()
+        """Store (docker login): in the server's credential store."""
+        self.get_credentials_store(auth.serveraddress).store(auth)
 
     def erase(self, server_address: str) -> None:
-        """fileStore.Erase (docker logout)."""
-        self.auths.pop(server_address, None)
-        self.save()
+        """Erase (docker logout): from the server's credential store."""
+        self.get_credentials_store(server_address).erase(server_address)
 
     def save(self) -> None:
         """Write atomically (temp file + rename), mode 0600, tab-indented as the docker CLI writes it."""
