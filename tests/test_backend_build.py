@@ -152,7 +152,10 @@ ENV SQUASHED=1
     built = bench.build(dockerfile, squash=True, tags=["golden-squash:v1"])
     squashed = built.ok()
     assert squashed != plain
-    assert {"id": "moby.image.id", "aux": {"ID": squashed}} in built.messages
+    # backend.go: the squashed image's aux ID follows the builder's own, right before "Successfully built".
+    squashed_aux = built.messages.index({"id": "moby.image.id", "aux": {"ID": squashed}})
+    assert built.messages[squashed_aux + 1] == {"stream": f"Successfully built {squashed[7:19]}\n"}
+    assert {"aux": {"ID": plain}} in built.messages[:squashed_aux]  # the stage's own, unsquashed
     assert built.texts[-2:] == [
         f"Successfully built {squashed[7:19]}\n",
         "Successfully tagged golden-squash:v1\n",

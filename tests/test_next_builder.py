@@ -191,8 +191,9 @@ def test_cancel_by_build_id_stops_a_running_step(bench):
     assert list(bench.builder.controller.snapshotter.snapshots.iterdir()) == []  # nothing left behind
 
 
-def upload_pair(bench, *, send: bool, wait: bool):
-    """Two requests for one build: one uploads the context, the other builds with it."""
+def upload_pair(bench, *, send: bool, wait: bool, upload_first: bool = False):
+    """Two requests for one build: one uploads the context, the other builds with it (the build request
+    first, or with `upload_first` only once the upload is waiting in the job)."""
     body = tar_of({"Dockerfile": b"FROM busybox:local\nRUN echo uploaded\n"})
 
     async def request(build_id: str, remote: str, data: bytes):
@@ -208,17 +209,23 @@ def upload_pair(bench, *, send: bool, wait: bool):
 
     async def main():
         tasks = []
+        if upload_first:
+            tasks.append(asyncio.ensure_future(request("upload-request:pair", "", body)))
+            while "pair" not in bench.builder.jobs:  # the upload has reached the builder
+                await asyncio.sleep(0.01)
         if wait:
             tasks.append(asyncio.ensure_future(request("pair", "upload-request", b"")))
-        if send:
+        if send and not upload_first:
             tasks.append(asyncio.ensure_future(request("upload-request:pair", "", body)))
         return await asyncio.gather(*tasks, return_exceptions=True)
 
     return asyncio.run(main())
 
 
-def test_upload_request_flow(bench):
-    (built, sink), (uploaded, upload_sink) = upload_pair(bench, send=True, wait=True)
+@pytest.mark.parametrize("upload_first", [False, True], ids=["build-request-first", "upload-first"])
+def test_upload_request_flow(bench, upload_first):
+    results = upload_pair(bench, send=True, wait=True, upload_first=upload_first)
+    (built, sink), (uploaded, upload_sink) = results[::-1] if upload_first else results
     assert uploaded is None and upload_sink.getvalue() == b""  # the upload half builds nothing
     # The waiting half built the uploaded context: its RUN ran, and the image is that Dockerfile's.
     messages = [json.loads(line) for line in sink.getvalue().split(b"\r\n") if line]
@@ -233,6 +240,7 @@ def test_upload_request_flow(bench):
 
 
 def test_upload_request_waits_five_seconds_at_most(bench, monkeypatch):
+    assert builder_module.UPLOAD_WAIT == 5.0  # moby's 5*time.Second; shortened below to keep the test quick
     monkeypatch.setattr(builder_module, "UPLOAD_WAIT", 0.2)
     (lonely_waiter,) = upload_pair(bench, send=False, wait=True)
     assert isinstance(lonely_waiter, errdefs.Deadline) and str(lonely_waiter) == "context deadline exceeded"
