@@ -14,11 +14,15 @@ and deleted at teardown:
 """
 
 import base64
+import fcntl
+import http.client
 import io
 import json
 import secrets
 import shutil
 import socket
+import ssl
+import struct
 import subprocess
 import tarfile
 import tempfile
@@ -273,7 +277,9 @@ class RunningRegistry:
         return self.storage / "docker/registry/v2/blobs" / algorithm / hex_[:2] / hex_ / "data"
 
 
-def _config(storage: Path, port: int, auth: dict | None) -> str:
+def _config(
+    storage: Path, port: int, auth: dict | None, address: str = "127.0.0.1", tls: dict | None = None
+) -> str:
     config = {
         "version": 0.1,
         "log": {"level": "info", "accesslog": {"disabled": True}},
@@ -281,23 +287,34 @@ def _config(storage: Path, port: int, auth: dict | None) -> str:
             "filesystem": {"rootdirectory": str(storage)},
             "maintenance": {"uploadpurging": {"enabled": False}},
         },
-        "http": {"addr": f"127.0.0.1:{port}", "secret": secrets.token_hex(16)},
+        "http": {"addr": f"{address}:{port}", "secret": secrets.token_hex(16)},
     }
+    if tls:
+        config["http"]["tls"] = tls
     if auth:
         config["auth"] = auth
     return json.dumps(config, indent=2)  # YAML is a superset of JSON
 
 
-def _wait_ready(proc: subprocess.Popen, port: int, log: Path) -> bool:
-    """True once /v2/ answers (200 or 401); False if the process died (e.g. port taken)."""
+def _wait_ready(proc: subprocess.Popen, address: str, port: int, log: Path, https: bool = False) -> bool:
+    """True once /v2/ answers (any HTTP status, a TLS refusal of our missing client certificate too);
+    False if the process died (e.g. port taken)."""
     deadline = time.monotonic() + _STARTUP_LIMIT
+    context = ssl._create_unverified_context() if https else None
+    url = f"{'https' if https else 'http'}://{address}:{port}/v2/"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2).close()
+            urllib.request.urlopen(url, timeout=2, context=context).close()
             return True
         except urllib.error.HTTPError:
+            return True
+        except urllib.error.URLError as err:
+            if isinstance(err.reason, ssl.SSLError):
+                return True  # the TLS listener is up (it wants a client certificate)
+            time.sleep(0.05)
+        except ssl.SSLError:
             return True
         except OSError:
             time.sleep(0.05)
@@ -306,9 +323,18 @@ def _wait_ready(proc: subprocess.Popen, port: int, log: Path) -> bool:
 
 @contextmanager
 def run_registry(
-    auth: str = "none", *, keys: TokenKeys | None = None, anonymous_actions: frozenset[str] = frozenset()
+    auth: str = "none",
+    *,
+    keys: TokenKeys | None = None,
+    anonymous_actions: frozenset[str] = frozenset(),
+    address: str = "127.0.0.1",
+    tls: "TLSFiles | None" = None,
+    client_certs: bool = False,
 ) -> Iterator[RunningRegistry]:
-    """Start a registry (auth "none", "basic" or "token"), yield it, always stop it and delete its files."""
+    """Start a registry (auth "none", "basic" or "token"), yield it, always stop it and delete its files.
+
+    With `tls`, it serves https with the server certificate (and, with `client_certs`, requires a client
+    certificate issued by the client CA), on `address`."""
     if REGISTRY_BINARY is None:
         pytest.skip(
             "docker-registry is not installed (Debian package docker-registry; `make setup` installs it)"
@@ -338,7 +364,12 @@ def run_registry(
         try:
             for _attempt in range(5):  # another process may grab the free port before the registry binds it
                 port = _free_port()
-                (workdir / "config.yml").write_text(_config(storage, port, auth_config))
+                tls_config = None
+                if tls is not None:
+                    tls_config = {"certificate": str(tls.server_cert), "key": str(tls.server_key)}
+                    if client_certs:
+                        tls_config["clientcas"] = [str(tls.client_ca)]
+                (workdir / "config.yml").write_text(_config(storage, port, auth_config, address, tls_config))
                 log = workdir / "registry.log"
                 with open(log, "wb") as log_file:
                     proc = subprocess.Popen(
@@ -346,13 +377,13 @@ def run_registry(
                         stdout=log_file,
                         stderr=subprocess.STDOUT,
                     )
-                if _wait_ready(proc, port, log):
+                if _wait_ready(proc, address, port, log, https=tls is not None):
                     break
                 proc.wait()
             else:
                 raise RuntimeError(f"registry failed to start:\n{log.read_text()[-2000:]}")
             creds = (USERNAME, PASSWORD) if auth != "none" else (None, None)
-            yield RunningRegistry(f"127.0.0.1:{port}", storage, auth, token_server, *creds)
+            yield RunningRegistry(f"{address}:{port}", storage, auth, token_server, *creds)
         finally:
             if proc is not None and proc.poll() is None:
                 proc.terminate()
@@ -439,3 +470,187 @@ def make_image(
     if variant:
         config["variant"] = variant
     return images.create_image(config, layers=[io.BytesIO(layer_tar(files)) for files in layers])
+
+
+# --- a registry double that fails chosen requests ---------------------------------------------------------
+
+
+class FaultyProxy:
+    """An HTTP proxy in front of a registry that answers the first requests for a blob with failures.
+
+    `faults[digest]` is a list consumed one GET of that blob at a time; each entry is "500", "503",
+    "401", "403", "404" (an error answer), "reset" (the connection closed before any answer), "cut"
+    (a 200 whose body stops halfway), or "corrupt" (the whole body with its first byte changed). Other
+    requests pass through unchanged, a Range header included. `requests` logs (method, path, Range).
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream  # host:port of the registry
+        self.faults: dict[str, list[str]] = {}
+        self.requests: list[tuple[str, str, str | None]] = []
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):  # HTTP/1.0: a connection per request, never reused
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                proxy.handle(self, "GET")
+
+            def do_HEAD(self) -> None:
+                proxy.handle(self, "HEAD")
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+    def blob_gets(self, digest: str) -> list[str | None]:
+        """The Range header of every GET of this blob, in order (None: the whole blob)."""
+        return [r for m, p, r in self.requests if m == "GET" and p.endswith(f"/blobs/{digest}")]
+
+    def _next_fault(self, method: str, path: str) -> str | None:
+        if method != "GET" or "/blobs/" not in path:
+            return None
+        with self._lock:
+            pending = self.faults.get(path.rsplit("/", 1)[1])
+            return pending.pop(0) if pending else None
+
+    def handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        self.requests.append((method, handler.path, handler.headers.get("Range")))
+        fault = self._next_fault(method, handler.path)
+        if fault == "reset":
+            handler.close_connection = True
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if fault in ("500", "503", "401", "403", "404"):
+            body = (
+                b"<html>registry trouble</html>"
+                if fault in ("500", "503", "403")
+                else json.dumps(
+                    {
+                        "errors": [
+                            {
+                                "code": "UNAUTHORIZED" if fault == "401" else "BLOB_UNKNOWN",
+                                "message": "refused",
+                                "detail": "by the test proxy",
+                            }
+                        ]
+                    }
+                ).encode()
+            )
+            handler.send_response(int(fault))
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+            return
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "connection")}
+        conn = http.client.HTTPConnection(self.upstream, timeout=60)
+        try:
+            conn.request(method, handler.path, headers=headers)
+            resp = conn.getresponse()
+            body = resp.read()
+        finally:
+            conn.close()
+        handler.send_response(resp.status, resp.reason)
+        for key, value in resp.getheaders():
+            if key.lower() not in ("connection", "transfer-encoding", "content-length"):
+                handler.send_header(key, value)
+        length = int(resp.getheader("Content-Length") or len(body))
+        handler.send_header("Content-Length", str(length))
+        handler.end_headers()
+        if method == "HEAD":
+            return
+        if fault == "corrupt" and body:
+            body = bytes([body[0] ^ 0xFF]) + body[1:]
+        if fault == "cut":
+            handler.wfile.write(body[: len(body) // 2])
+            handler.wfile.flush()
+            handler.close_connection = True
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            return
+        handler.wfile.write(body)
+
+
+@pytest.fixture
+def faulty_proxy(registry: RunningRegistry) -> Iterator[FaultyProxy]:
+    """A FaultyProxy in front of the anonymous `registry`."""
+    proxy = FaultyProxy(registry.host)
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+# --- TLS: a CA, a server certificate for an address, a client CA and a client pair ---------------------
+
+
+def _openssl(directory: Path, *args: str) -> None:
+    subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+
+def _make_ca(directory: Path, name: str) -> None:
+    _openssl(directory, "genrsa", "-out", f"{name}.key", "2048")
+    _openssl(
+        directory, "req", "-x509", "-new", "-key", f"{name}.key", "-subj", f"/CN=minibuild test {name}",
+        "-days", "2", "-sha256", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", f"{name}.pem",
+    )  # fmt: skip
+
+
+def _issue(directory: Path, ca: str, name: str, extensions: str) -> None:
+    (directory / f"{name}.ext").write_text(extensions)
+    _openssl(directory, "genrsa", "-out", f"{name}.key", "2048")
+    _openssl(directory, "req", "-new", "-key", f"{name}.key", "-subj", f"/CN={name}", "-out", f"{name}.csr")
+    _openssl(
+        directory, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+        "-set_serial", str(secrets.randbelow(1 << 60)), "-days", "2", "-sha256",
+        "-extfile", f"{name}.ext", "-out", f"{name}.pem",
+    )  # fmt: skip
+
+
+@dataclass
+class TLSFiles:
+    """PEM files: the registry's CA and its certificate for `address`; a client CA and a client pair."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_ca: Path
+    client_cert: Path
+    client_key: Path
+
+    @classmethod
+    def create(cls, directory: Path, address: str) -> "TLSFiles":
+        _make_ca(directory, "server-ca")
+        _issue(
+            directory, "server-ca", "server", f"subjectAltName=IP:{address}\nextendedKeyUsage=serverAuth\n"
+        )
+        _make_ca(directory, "client-ca")
+        _issue(directory, "client-ca", "client", "extendedKeyUsage=clientAuth\n")
+        return cls(
+            directory / "server-ca.pem", directory / "server.pem", directory / "server.key",
+            directory / "client-ca.pem", directory / "client.pem", directory / "client.key",
+        )  # fmt: skip
+
+
+def non_loopback_address() -> str | None:
+    """An IPv4 address of this machine outside 127.0.0.0/8 (loopback registries are always insecure,
+    so dockerd never verifies their certificates), or None."""
+    siocgifaddr = 0x8915
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        for _, name in socket.if_nameindex():
+            try:
+                packed = fcntl.ioctl(probe.fileno(), siocgifaddr, struct.pack("256s", name.encode()[:15]))
+            except OSError:
+                continue
+            address = socket.inet_ntoa(packed[20:24])
+            if not address.startswith("127."):
+                return address
+    return None

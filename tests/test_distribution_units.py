@@ -44,7 +44,7 @@ from minibuild.distribution.errors import (
     NoToken,
     URLError,
     handle_error_response,
-    retry_on_error,
+    transfer_error,
     translate_pull_error,
 )
 from minibuild.distribution.manifest import (
@@ -493,11 +493,11 @@ def test_translate_pull_error():
 
 def test_a_transfer_reports_missing_credentials_without_the_url():
     for cause in (NoBasicAuthCredentials(), NoToken()):
-        assert retry_on_error(URLError("POST", "http://h/v2/x/blobs/uploads/", cause)) is cause
+        assert transfer_error(URLError("POST", "http://h/v2/x/blobs/uploads/", cause)) is cause
     other = URLError("HEAD", "http://h/v2/x/blobs/sha256:a", "boom")
-    assert retry_on_error(other) is other
+    assert transfer_error(other) is other
     denied = ErrcodeErrors([ErrcodeError("DENIED")])
-    assert retry_on_error(denied) is denied
+    assert transfer_error(denied) is denied.errors[0]  # retryOnError keeps the first error
 
 
 # --- metadata ---------------------------------------------------------------------------------------------

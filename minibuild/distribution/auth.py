@@ -17,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import json
+import ssl as ssl_module
 import time
 from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
@@ -291,8 +292,10 @@ class TokenHandler:
         auth: AuthConfig,
         scopes: list[RepositoryScope],
         offline_access: bool = False,
+        ssl: "ssl_module.SSLContext | bool" = True,
     ) -> None:
         self.session = session
+        self.ssl = ssl  # the endpoint's TLS configuration: the token server is reached as the registry is
         self.auth = auth
         self.scopes = [str(s) for s in scopes]
         self.offline_access = offline_access  # login asks for a refresh token to keep as identity token
@@ -351,7 +354,9 @@ class TokenHandler:
     async def _token_request(self, method: str, realm: str, **kwargs: object) -> dict:
         """One request to the token server; its JSON answer (a refresh token in it is kept)."""
         try:
-            async with self.session.request(method, realm, proxy=proxy_for(realm), **kwargs) as resp:
+            async with self.session.request(
+                method, realm, proxy=proxy_for(realm), ssl=self.ssl, **kwargs
+            ) as resp:
                 body = await resp.read()
                 if not 200 <= resp.status < 300:
                     challenges = response_challenges(resp.status, resp.headers.getall("WWW-Authenticate", []))

@@ -22,7 +22,7 @@ import aiohttp
 from minibuild import __version__
 from minibuild.distribution.auth import Authorizer, response_challenges
 from minibuild.distribution.config import proxy_for
-from minibuild.distribution.errors import RegistryError, URLError, handle_error_response
+from minibuild.distribution.errors import BlobUnknownError, RegistryError, URLError, handle_error_response
 
 USER_AGENT = f"minibuild/{__version__} python/{platform.python_version()} os/linux arch/{platform.machine()}"
 MAX_MANIFEST_SIZE = 4 << 20  # manifests and configs are small documents; refuse anything absurd
@@ -39,15 +39,40 @@ class Descriptor:
     size: int
 
 
+# OpenSSL's verification results and the x509 errors Go reports for them
+_X509_ERRORS = {
+    18: "certificate signed by unknown authority",  # self-signed leaf
+    19: "certificate signed by unknown authority",  # self-signed root not trusted
+    20: "certificate signed by unknown authority",  # issuer not found
+    21: "certificate signed by unknown authority",  # leaf signature not verifiable
+    9: "certificate has expired or is not yet valid",
+    10: "certificate has expired or is not yet valid",
+}
+# TLS alerts a server sends, as Go's crypto/tls names them
+_TLS_ALERTS = {
+    "ALERT_CERTIFICATE_REQUIRED": "remote error: tls: certificate required",
+    "ALERT_BAD_CERTIFICATE": "remote error: tls: bad certificate",
+    "ALERT_UNKNOWN_CA": "remote error: tls: unknown certificate authority",
+    "ALERT_HANDSHAKE_FAILURE": "remote error: tls: handshake failure",
+}
+
+
+def _tls_alert(text: str) -> str | None:
+    return next((go for name, go in _TLS_ALERTS.items() if name in text), None)
+
+
 def _dial_error(err: aiohttp.ClientConnectorError) -> str:
     """The text Go's dialer gives for the failures people meet."""
     cause = err.os_error
     if isinstance(err, aiohttp.ClientConnectorCertificateError):
-        return f"x509: {err.certificate_error}"
+        failure = err.certificate_error
+        code = getattr(failure, "verify_code", None)
+        reason = _X509_ERRORS.get(code) or getattr(failure, "verify_message", None) or str(failure)
+        return f"tls: failed to verify certificate: x509: {reason}"
     if isinstance(err, aiohttp.ClientConnectorSSLError) or isinstance(cause, ssl.SSLError):
         if "WRONG_VERSION_NUMBER" in str(cause) or "wrong version number" in str(cause):
             return "http: server gave HTTP response to HTTPS client"
-        return f"tls: {cause}"
+        return _tls_alert(str(cause)) or f"tls: {cause}"
     if isinstance(cause, socket.gaierror):
         return f"dial tcp: lookup {err.host}: no such host"
     address = err.host
@@ -65,6 +90,9 @@ def _dial_error(err: aiohttp.ClientConnectorError) -> str:
 def _client_error_text(err: aiohttp.ClientError) -> str:
     if isinstance(err, aiohttp.ClientConnectorError):
         return _dial_error(err)
+    alert = _tls_alert(str(err))
+    if alert:  # TLS 1.3: a refused client certificate shows on the first read
+        return alert
     if isinstance(err, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
         return "unexpected EOF"
     if isinstance(err, aiohttp.TooManyRedirects):
@@ -76,11 +104,15 @@ class Transport:
     """An aiohttp session plus what dockerd adds to every registry request (headers, authorization)."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, authorizer: Authorizer | None = None, tls_verify: bool = True
+        self,
+        session: aiohttp.ClientSession,
+        authorizer: Authorizer | None = None,
+        tls_verify: bool | ssl.SSLContext = True,
     ) -> None:
         self.session = session
         self.authorizer = authorizer
-        self.ssl = tls_verify  # False: an insecure registry's certificate is not checked
+        # False: an insecure registry's certificate is not checked; a context: certs.d's roots and pair
+        self.ssl = tls_verify
 
     @asynccontextmanager
     async def request(
@@ -104,7 +136,7 @@ class Transport:
                 await self.authorizer.authorize(url, all_headers)
         except RegistryError as err:  # Go's http.Client wraps what its transport's modifiers return
             raise URLError(method, url, err) from None
-        try:
+        try:  # aiohttp resends an idempotent request once if the connection drops before the answer
             async with self.session.request(
                 method,
                 url,
@@ -134,13 +166,6 @@ def verify_digest(data: bytes, digest: str) -> bool:
     if algorithm != "sha256":
         return False
     return hashlib.sha256(data).hexdigest() == expected
-
-
-class BlobUnknownError(RegistryError):
-    """distribution.ErrBlobUnknown."""
-
-    def __init__(self) -> None:
-        super().__init__("unknown blob")
 
 
 class Repository:
@@ -222,12 +247,19 @@ class Repository:
             return _descriptor_from(resp, digest)
 
     @asynccontextmanager
-    async def open_blob(self, digest: str) -> AsyncIterator[aiohttp.ClientResponse]:
-        """GET a blob (redirects to storage are followed); read the body from the yielded response."""
-        async with self.transport.request("GET", self._url("blobs", digest)) as resp:
+    async def open_blob(self, digest: str, offset: int = 0) -> AsyncIterator[aiohttp.ClientResponse]:
+        """GET a blob (redirects to storage are followed); read the body from the yielded response.
+
+        From `offset` on when it is not 0 (`Range: bytes=<offset>-`, a resumed download): the registry
+        must then answer 206, else WrongCodeForByteRange.
+        """
+        headers = {"Range": f"bytes={offset}-"} if offset else None
+        async with self.transport.request("GET", self._url("blobs", digest), headers=headers) as resp:
             if resp.status == 404:
                 raise BlobUnknownError()
-            if resp.status != 200:
+            if offset and 200 <= resp.status < 400 and resp.status != 206:
+                raise WrongCodeForByteRange()
+            if resp.status != (206 if offset else 200):
                 raise await error_from_response(resp)
             yield resp
 
@@ -282,6 +314,13 @@ class Repository:
         if not location:
             raise RegistryError("blob upload: the registry sent no Location")
         return urljoin(str(resp.url), location)
+
+
+class WrongCodeForByteRange(RegistryError):
+    """transport.ErrWrongCodeForByteRange: a range request answered with the whole blob."""
+
+    def __init__(self) -> None:
+        super().__init__("expected HTTP 206 from byte range request")
 
 
 def _descriptor_from(resp: aiohttp.ClientResponse, digest: str) -> Descriptor:

@@ -12,6 +12,7 @@ import ipaddress
 import socket
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 INDEX_NAME = "docker.io"  # IndexName: the official index, as references spell it
@@ -19,6 +20,8 @@ INDEX_HOSTNAME = "index.docker.io"
 INDEX_SERVER = "https://index.docker.io/v1/"  # IndexServer: Docker Hub's key in credential stores
 DEFAULT_V2_REGISTRY = "https://registry-1.docker.io"  # DefaultV2Registry: where docker.io images live
 DEFAULT_INSECURE_CIDRS = ("127.0.0.0/8",)
+MAX_DOWNLOAD_ATTEMPTS = 5  # dockerd's --max-download-attempts default
+DEFAULT_CERTS_DIR = Path("/etc/docker/certs.d")  # CertsDir(): per-registry CA roots and client pairs
 
 
 @dataclass
@@ -27,6 +30,9 @@ class ServiceConfig:
 
     insecure_registries: list[str] = field(default_factory=list)  # host[:port] or CIDR
     mirrors: list[str] = field(default_factory=list)
+    max_download_attempts: int = MAX_DOWNLOAD_ATTEMPTS  # tries of a layer download, the first included
+    retry_tick: float = 1.0  # seconds per step of the "Retrying in N seconds" countdown (waitDuration)
+    certs_dir: Path = DEFAULT_CERTS_DIR  # <certs_dir>/<host[:port]>/: *.crt roots, *.cert + *.key pairs
 
     def __post_init__(self) -> None:
         self.insecure_cidrs = [ipaddress.ip_network(c) for c in DEFAULT_INSECURE_CIDRS]

@@ -101,6 +101,13 @@ class NoToken(RegistryError):
         super().__init__("authorization server did not include a token in the response")
 
 
+class BlobUnknownError(RegistryError):
+    """distribution.ErrBlobUnknown: the blob's GET answered 404."""
+
+    def __init__(self) -> None:
+        super().__init__("unknown blob")
+
+
 class URLError(RegistryError):
     """Go's *url.Error: `<Method> "<url>": <cause>`."""
 
@@ -111,16 +118,44 @@ class URLError(RegistryError):
         super().__init__(f'{method[:1].upper()}{method[1:].lower()} "{url}": {cause}')
 
 
-def retry_on_error(err: Exception) -> Exception:
-    """What a layer transfer reports when it fails (retryOnError).
+class DoNotRetry(RegistryError):
+    """xfer.DoNotRetry: a transfer failure that trying again cannot fix; `err` is what is reported."""
 
-    Missing credentials are given up on at once and reported without the request's URL: dockerd says
-    `no basic auth credentials` where a manifest request says `Head "…": no basic auth credentials`.
-    (moby also retries the other failures a few times; minibuild does not retry transfers.)
+    def __init__(self, err: Exception) -> None:
+        super().__init__(str(err))
+        self.err = err
+
+
+# errcode codes a layer transfer gives up on at once (retryOnError)
+_NO_RETRY_CODES = ("UNAUTHORIZED", "UNSUPPORTED", "DENIED", "TOOMANYREQUESTS", "NAME_UNKNOWN")
+
+
+def retry_on_error(err: Exception) -> Exception:
+    """retryOnError: `err` wrapped in DoNotRetry when a layer transfer must not try again, else `err`.
+
+    Refused credentials, a missing blob, an answer that is not the registry's and a full disk are final;
+    connection failures, 5xx answers and cut bodies are worth another attempt. Missing credentials are
+    reported without the request's URL, as dockerd says `no basic auth credentials` for a layer.
     """
-    if isinstance(err, URLError) and isinstance(err.cause, NoBasicAuthCredentials | NoToken):
-        return err.cause
+    if isinstance(err, ErrcodeErrors) and err.errors:
+        return retry_on_error(err.errors[0])
+    if isinstance(err, ErrcodeError):
+        return DoNotRetry(err) if err.code in _NO_RETRY_CODES else err
+    if isinstance(err, URLError):
+        if isinstance(err.cause, NoBasicAuthCredentials | NoToken):
+            return DoNotRetry(err.cause)
+        return retry_on_error(err.cause) if isinstance(err.cause, Exception) else err
+    if isinstance(err, UnexpectedHTTPResponseError | BlobUnknownError | DoNotRetry):
+        return err if isinstance(err, DoNotRetry) else DoNotRetry(err)
+    if "no space left on device" in str(err):
+        return DoNotRetry(err)
     return err
+
+
+def transfer_error(err: Exception) -> Exception:
+    """What a failed transfer reports: the error retryOnError kept (a DoNotRetry's own error)."""
+    decided = retry_on_error(err)
+    return decided.err if isinstance(decided, DoNotRetry) else decided
 
 
 def _parse_error_body(status: int, body: bytes) -> RegistryError:

@@ -11,6 +11,11 @@ and the name tagged, so a failed or cancelled pull leaves no image and no layer 
 The messages are Docker's: `latest: Pulling from library/busybox`, `<id>: Pulling fs layer`, `Waiting`,
 `Downloading`, `Verifying Checksum`, `Download complete`, `Extracting`, `Pull complete`,
 `Digest: sha256:…`, `Status: Downloaded newer image for busybox:latest`.
+
+A layer download cut by a transient failure (a reset connection, a 5xx answer) is tried again, up to five
+attempts, after `Retrying in 5 seconds` (10, 15, … for the next ones) counted down second by second, and
+resumes where it stopped (xfer/download.go); refused credentials, a missing blob or a digest mismatch
+end the pull at once.
 """
 
 import asyncio
@@ -25,10 +30,11 @@ import aiohttp
 
 from minibuild.distribution import progress
 from minibuild.distribution.auth import AuthConfig
-from minibuild.distribution.client import BlobUnknownError, Descriptor, Repository
+from minibuild.distribution.client import BlobUnknownError, Descriptor, Repository, WrongCodeForByteRange
 from minibuild.distribution.config import ServiceConfig
 from minibuild.distribution.errors import (
     DistributionError,
+    DoNotRetry,
     ErrcodeError,
     ErrcodeErrors,
     InvalidManifestError,
@@ -342,8 +348,8 @@ class _DownloadManager:
                 try:
                     for layer in to_fetch:  # registration follows the stack, downloads run ahead of it
                         top = await self._register(layer, await fetches[layer.descriptor.digest], top)
-                except RegistryError as err:
-                    raise retry_on_error(err) from None
+                except DoNotRetry as err:
+                    raise err.err from None
                 finally:
                     for task in fetches.values():
                         task.cancel()
@@ -355,29 +361,67 @@ class _DownloadManager:
             raise
 
     async def _fetch(self, layer: _Layer, tmp: Path) -> Path:
-        """Download one blob to a temp file, verifying its digest and size as it streams."""
+        """Download one blob to a temp file, verified against its digest and size as it streams.
+
+        A failure worth another attempt (retryOnError) is retried after 5 s x the attempt number,
+        counted down as `Retrying in N seconds`, up to the configured number of attempts; a retry
+        resumes where the cut download stopped. Any other failure ends the pull at once.
+        """
         if self.slots.locked():
             progress.update(self.out, layer.id, "Waiting")
+        config = self.puller.options.registry_config
         async with self.slots:
-            path = tmp / layer.descriptor.digest.replace(":", "-")
-            hasher = hashlib.sha256()
-            expected = layer.descriptor.size
-            async with self.puller.repo.open_blob(layer.descriptor.digest) as resp:
-                reader = progress.ProgressReader(
-                    self.out, layer.id, "Downloading", resp.content_length or expected
-                )
-                with open(path, "wb") as f:
-                    async for chunk in resp.content.iter_chunked(_CHUNK):
-                        if reader.current + len(chunk) > expected:
-                            raise _verification_failed(layer)  # more bytes than the manifest promised
-                        hasher.update(chunk)
-                        await asyncio.to_thread(f.write, chunk)
-                        reader.advance(len(chunk))
-            progress.update(self.out, layer.id, "Verifying Checksum")
-            if "sha256:" + hasher.hexdigest() != layer.descriptor.digest:
-                raise _verification_failed(layer)
+            partial = _PartialDownload(tmp / layer.descriptor.digest.replace(":", "-"))
+            retries = 0
+            while True:
+                try:
+                    await self._download(layer, partial)
+                    break
+                except (RegistryError, DistributionError, OSError) as err:
+                    decided = retry_on_error(err)
+                    retries += 1
+                    if isinstance(decided, DoNotRetry) or retries >= config.max_download_attempts:
+                        raise decided
+                await self._count_down(layer, retries * 5, config.retry_tick)
             progress.update(self.out, layer.id, "Download complete")
-            return path
+            return partial.path
+
+    async def _count_down(self, layer: _Layer, delay: int, tick: float) -> None:
+        """The retry delay: `Retrying in N seconds`, one message per tick, N counting down to 1."""
+        while delay > 0:
+            progress.update(self.out, layer.id, f"Retrying in {delay} second{'s' if delay != 1 else ''}")
+            await asyncio.sleep(tick)
+            delay -= 1
+
+    async def _download(self, layer: _Layer, partial: "_PartialDownload") -> None:
+        """One attempt (v2LayerDescriptor.Download): from where the last one stopped, to the end."""
+        expected = layer.descriptor.size
+        offset = partial.offset
+        if offset > expected:  # more than the whole blob: start over
+            partial.truncate()
+            offset = 0
+        try:
+            async with self.puller.repo.open_blob(layer.descriptor.digest, offset) as resp:
+                reader = progress.ProgressReader(
+                    self.out, layer.id, "Downloading", resp.content_length or expected - offset
+                )
+                with open(partial.path, "ab") as f:
+                    async for chunk in resp.content.iter_chunked(_CHUNK):
+                        if partial.offset + len(chunk) > expected:
+                            raise DoNotRetry(_verification_failed(layer))  # more than the manifest promised
+                        await asyncio.to_thread(f.write, chunk)
+                        partial.advance(chunk)
+                        reader.advance(len(chunk))
+        except WrongCodeForByteRange:
+            partial.truncate()  # the registry cannot resume: the next attempt starts from the beginning
+            raise
+        progress.update(self.out, layer.id, "Verifying Checksum")
+        if partial.digest() != layer.descriptor.digest:
+            failed = _verification_failed(layer)
+            if offset == 0:
+                raise DoNotRetry(failed)
+            partial.truncate()  # a resumed download may have joined mismatched pieces: one more try
+            raise failed
 
     async def _register(self, layer: _Layer, path: Path, parent: Layer | None) -> Layer:
         """Decompress a downloaded blob into the layer store on top of `parent` ("Extracting")."""
@@ -426,6 +470,26 @@ def _unique(layers: list[_Layer]) -> list[_Layer]:
     for layer in layers:
         seen.setdefault(layer.descriptor.digest, layer)
     return list(seen.values())
+
+
+class _PartialDownload:
+    """A blob's temp file and the running digest of what it holds, kept across attempts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.truncate()
+
+    def truncate(self) -> None:
+        self.path.write_bytes(b"")
+        self.offset = 0
+        self._hasher = hashlib.sha256()
+
+    def advance(self, chunk: bytes) -> None:
+        self._hasher.update(chunk)
+        self.offset += len(chunk)
+
+    def digest(self) -> str:
+        return "sha256:" + self._hasher.hexdigest()
 
 
 def _verification_failed(layer: _Layer) -> DistributionError:

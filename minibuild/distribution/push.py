@@ -29,7 +29,7 @@ from minibuild.distribution import progress
 from minibuild.distribution.auth import AuthConfig
 from minibuild.distribution.client import Descriptor, Repository
 from minibuild.distribution.config import ServiceConfig
-from minibuild.distribution.errors import DistributionError, RegistryError, retry_on_error
+from minibuild.distribution.errors import DistributionError, RegistryError, transfer_error
 from minibuild.distribution.manifest import MEDIA_TYPE_IMAGE_CONFIG, MEDIA_TYPE_LAYER, build_schema2_manifest
 from minibuild.distribution.metadata import V2Metadata, V2MetadataService
 from minibuild.distribution.progress import NullOutput, Output
@@ -169,7 +169,7 @@ class _Pusher:
             try:
                 remote = list(reversed(await asyncio.gather(*uploads)))
             except RegistryError as err:
-                raise retry_on_error(err) from None
+                raise transfer_error(err) from None
             finally:
                 for task in uploads:
                     task.cancel()

@@ -3,16 +3,24 @@ distribution/registry.go NewV2Repository).
 
 `docker.io/library/busybox` is served by `https://registry-1.docker.io`; any other domain is its own
 registry: `https://<domain>` first and, when the registry is insecure (loopback or listed, see config.py),
-`http://<domain>` after it. Opening a repository pings `<endpoint>/v2/` without credentials: the answer
+`http://<domain>` after it. A secure registry's https endpoint trusts the system's roots plus the
+`*.crt` files of `<certs dir>/<host[:port]>/` and presents the client certificate of a `*.cert` + `*.key`
+pair found there (dockerd's /etc/docker/certs.d); an insecure one's certificate is not checked at all,
+so its certs.d is not read. Opening a repository pings `<endpoint>/v2/` without credentials: the answer
 confirms a v2 registry (`Docker-Distribution-Api-Version: registry/2.0`) and carries the challenge that
 says how to authorize the requests that follow.
 """
 
+import os
 import re
-from dataclasses import dataclass
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 
+from minibuild import errdefs
 from minibuild.distribution.auth import (
     AuthConfig,
     Authorizer,
@@ -39,6 +47,12 @@ class APIEndpoint:
     official: bool = False
     mirror: bool = False
     tls_verify: bool = True
+    tls_config: ssl.SSLContext | None = field(default=None, compare=False)  # certs.d's, when it has any
+
+    @property
+    def ssl(self) -> ssl.SSLContext | bool:
+        """What the transport verifies the server with: False (insecure), a context, or the defaults."""
+        return (self.tls_config or True) if self.tls_verify else False
 
 
 @dataclass(frozen=True)
@@ -60,15 +74,77 @@ def new_repository_info(config: ServiceConfig, domain: str, path: str) -> Reposi
 
 
 def lookup_pull_endpoints(config: ServiceConfig, hostname: str) -> list[APIEndpoint]:
-    """lookupV2Endpoints: mirrors then Docker Hub for docker.io; https (then http if insecure) elsewhere."""
+    """lookupV2Endpoints: mirrors then Docker Hub for docker.io; https (then http if insecure) elsewhere.
+
+    Raises InvalidParameter (or a certificate's own error) when the registry's certs.d is unusable.
+    """
     if hostname in (INDEX_NAME, "index.docker.io"):
-        mirrors = [APIEndpoint(m if "://" in m else f"https://{m}", mirror=True) for m in config.mirrors]
+        mirrors = []
+        for mirror in config.mirrors:
+            url = mirror if "://" in mirror else f"https://{mirror}"
+            host = urlsplit(url).netloc
+            secure = new_index_info(config, host).secure
+            mirrors.append(
+                APIEndpoint(
+                    url, mirror=True, tls_verify=secure, tls_config=new_tls_config(config, host, secure)
+                )
+            )
         return [*mirrors, APIEndpoint(DEFAULT_V2_REGISTRY, official=True)]
     index = new_index_info(config, hostname)
-    endpoints = [APIEndpoint(f"https://{hostname}", tls_verify=index.secure)]
+    tls_config = new_tls_config(config, hostname, index.secure)
+    endpoints = [APIEndpoint(f"https://{hostname}", tls_verify=index.secure, tls_config=tls_config)]
     if not index.secure:
         endpoints.append(APIEndpoint(f"http://{hostname}", tls_verify=False))
     return endpoints
+
+
+def new_tls_config(config: ServiceConfig, hostname: str, secure: bool) -> ssl.SSLContext | None:
+    """newTLSConfig: for a secure registry, the system's roots plus what its certs.d directory adds
+    (None when it adds nothing); an insecure registry's certificate is not verified, certs.d unread."""
+    if not secure:
+        return None
+    context = ssl.create_default_context()
+    return context if read_certs_directory(context, config.certs_dir / hostname) else None
+
+
+def read_certs_directory(context: ssl.SSLContext, directory: Path) -> bool:
+    """ReadCertsDirectory: `*.crt` roots and `*.cert`/`*.key` client pairs into `context`, in name
+    order; whether it found any. A missing directory is no error; an unpaired file is one, in dockerd's
+    words. Only the last pair is presented (Python's context holds one; Go picks among them)."""
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return False
+    except OSError as err:
+        raise errdefs.InvalidParameter(f"open {directory}: {(err.strerror or str(err)).lower()}") from None
+    found = False
+    for name in names:
+        path = directory / name
+        if name.endswith(".crt"):
+            try:
+                context.load_verify_locations(cafile=str(path))
+            except ssl.SSLError:
+                pass  # AppendCertsFromPEM skips what is not a PEM certificate
+            except OSError as err:
+                raise errdefs.Unknown(f"open {path}: {(err.strerror or str(err)).lower()}") from None
+            found = True
+        elif name.endswith(".cert"):
+            key = name.removesuffix(".cert") + ".key"
+            if key not in names:
+                raise errdefs.InvalidParameter(
+                    f"missing key {key} for client certificate {name}. "
+                    "CA certificates must use the extension .crt"
+                )
+            try:
+                context.load_cert_chain(str(path), str(directory / key))
+            except (ssl.SSLError, OSError) as err:
+                raise errdefs.Unknown(f"tls: failed to load the key pair {name}, {key}: {err}") from None
+            found = True
+        elif name.endswith(".key"):
+            cert = name.removesuffix(".key") + ".cert"
+            if cert not in names:
+                raise errdefs.InvalidParameter(f"missing client certificate {cert} for key {name}")
+    return found
 
 
 def lookup_push_endpoints(config: ServiceConfig, hostname: str) -> list[APIEndpoint]:
@@ -111,12 +187,12 @@ async def new_v2_repository(
 
     A failed ping is a FallbackError: the caller may try the next endpoint (https -> http).
     """
-    plain = Transport(session, tls_verify=endpoint.tls_verify)
+    plain = Transport(session, tls_verify=endpoint.ssl)
     try:
         challenges, found_v2 = await ping_v2_registry(plain, endpoint)
     except RegistryError as err:
         raise FallbackError(err) from None
-    token_handler = TokenHandler(session, auth, [RepositoryScope(repo_info.path, actions)])
+    token_handler = TokenHandler(session, auth, [RepositoryScope(repo_info.path, actions)], ssl=endpoint.ssl)
     authorizer = Authorizer(challenges, auth, token_handler)
-    transport = Transport(session, authorizer, tls_verify=endpoint.tls_verify)
+    transport = Transport(session, authorizer, tls_verify=endpoint.ssl)
     return Repository(transport, endpoint.url, repo_info.path), found_v2

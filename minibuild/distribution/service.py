@@ -160,15 +160,13 @@ async def _login_v2(
     session: aiohttp.ClientSession, auth: AuthConfig, endpoint: APIEndpoint
 ) -> tuple[str, str]:
     """loginV2: ping, then GET /v2/ with the credentials the challenge asks for."""
-    plain = Transport(session, tls_verify=endpoint.tls_verify)
+    plain = Transport(session, tls_verify=endpoint.ssl)
     try:
         challenges, found_v2 = await ping_v2_registry(plain, endpoint)
     except RegistryError as err:
         raise FallbackError(err) from None
-    token_handler = TokenHandler(session, auth, [], offline_access=True)
-    transport = Transport(
-        session, Authorizer(challenges, auth, token_handler), tls_verify=endpoint.tls_verify
-    )
+    token_handler = TokenHandler(session, auth, [], offline_access=True, ssl=endpoint.ssl)
+    transport = Transport(session, Authorizer(challenges, auth, token_handler), tls_verify=endpoint.ssl)
     url = endpoint.url.rstrip("/") + "/v2/"
     try:
         async with transport.request("GET", url) as resp:
