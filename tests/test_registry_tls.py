@@ -9,11 +9,13 @@ registry requiring a client certificate gets the `*.cert`/`*.key` pair found the
 
 import asyncio
 import shutil
+from pathlib import Path
 
 import pytest
 from registry_fixture import TLSFiles, make_image, non_loopback_address, run_registry
 
 from minibuild import errdefs
+from minibuild.api.daemon import DaemonConfig, load_registry_config
 from minibuild.distribution import RegistryService, ServiceConfig
 from minibuild.distribution.errors import DistributionError
 from minibuild.distribution.images import pull_image, push_image
@@ -128,3 +130,8 @@ def test_certs_d_is_read_only_for_secure_registries(tmp_path, tls_files):
     assert secure.url == "https://secure.example" and secure.tls_config is not None
     [plain] = lookup_pull_endpoints(config, "other.example")  # nothing in certs.d: the defaults
     assert plain.ssl is True
+
+
+def test_the_daemon_reads_certs_d_from_its_flag(tmp_path):
+    assert load_registry_config(DaemonConfig()).certs_dir == Path("/etc/docker/certs.d")
+    assert load_registry_config(DaemonConfig(registry_certs_dir=tmp_path)).certs_dir == tmp_path

@@ -53,7 +53,13 @@ from minibuild.archive import ArchiveLimits, apply_limits, release_limits
 from minibuild.archive.limits import DEFAULT_MAX_ENTRIES, DEFAULT_MAX_SIZE
 from minibuild.defaults import default_data_root, default_host
 from minibuild.distribution import AuthConfig, RegistryService, ServiceConfig
-from minibuild.distribution.config import DEFAULT_INSECURE_CIDRS, INDEX_NAME, parse_cidr, split_host_port
+from minibuild.distribution.config import (
+    DEFAULT_CERTS_DIR,
+    DEFAULT_INSECURE_CIDRS,
+    INDEX_NAME,
+    parse_cidr,
+    split_host_port,
+)
 from minibuild.image.reference import DOMAIN_RE
 from minibuild.image.service import ImageService
 
@@ -82,6 +88,8 @@ class DaemonConfig:
     storage_driver: str = ""  # the name inspect and /info show; empty: the image service's default
     insecure_registries: list[str] = field(default_factory=list)  # --insecure-registry: host[:port] or CIDR
     registry_mirrors: list[str] = field(default_factory=list)  # --registry-mirror: http(s) URLs
+    # --registry-certs-dir: dockerd has no flag, it always reads /etc/docker/certs.d (the default here)
+    registry_certs_dir: Path = DEFAULT_CERTS_DIR
     # --max-archive-size (bytes of file content) and --max-archive-entries; None: no limit.
     max_archive_size: int | None = DEFAULT_MAX_SIZE
     max_archive_entries: int | None = DEFAULT_MAX_ENTRIES
@@ -212,6 +220,7 @@ def load_registry_config(config: DaemonConfig) -> ServiceConfig:
     return ServiceConfig(
         insecure_registries=[validate_insecure_registry(r) for r in config.insecure_registries],
         mirrors=[validate_mirror(m) for m in config.registry_mirrors],
+        certs_dir=config.registry_certs_dir,
     )
 
 

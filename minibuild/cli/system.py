@@ -16,6 +16,7 @@ from minibuild.archive.limits import DEFAULT_MAX_ENTRIES, DEFAULT_MAX_SIZE
 from minibuild.cli.command import Command, Flag, StatusError
 from minibuild.client.client import ClientError
 from minibuild.defaults import default_data_root, default_host
+from minibuild.distribution.config import DEFAULT_CERTS_DIR
 
 
 def _tabbed(lines: list[tuple[str, str]]) -> str:
@@ -141,6 +142,7 @@ def run_daemon_command(ns: argparse.Namespace, cli: Any) -> int:
         debug=ns.debug,
         insecure_registries=list(ns.insecure_registry),
         registry_mirrors=list(ns.registry_mirror),
+        registry_certs_dir=Path(ns.registry_certs_dir) if ns.registry_certs_dir else DEFAULT_CERTS_DIR,
         max_archive_size=_archive_limit(
             ns.max_archive_size, "--max-archive-size", DEFAULT_MAX_SIZE, ram_in_bytes
         ),
@@ -176,6 +178,11 @@ DAEMON = Command(
             f"(default {DEFAULT_MAX_SIZE // 1024**3}GiB)",
             "string",
             type_word="bytes",
+        ),
+        Flag(
+            ("--registry-certs-dir",),
+            f"Per-registry CA roots and client certificates (default {DEFAULT_CERTS_DIR})",
+            "string",
         ),
         Flag(("--registry-mirror",), "Preferred registry mirror", "list"),
     ],
