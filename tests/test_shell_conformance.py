@@ -104,8 +104,8 @@ def _params(loader, filename):
 def _env_var_params():
     params = []
     for row in _params(load_env_var_test, "envVarTest"):
-        if not isinstance(row, EnvVarRow):
-            return [row]
+        if not isinstance(row, EnvVarRow):  # the skipped no-data param, with this test's two values
+            return [pytest.param(None, None, marks=row.marks, id=row.id)]
         # Unix runs A and U rows; Windows (case-insensitive names) runs A and W rows.
         if row.platform in ("A", "U"):
             params.append(pytest.param(row, False, id=f"L{row.line}-unix"))
@@ -216,3 +216,5 @@ def test_missing_default_data_skips(monkeypatch):
     (param,) = _params(load_words_test, "wordsTest")
     assert param.id == "no-data"
     assert [m.name for m in param.marks] == ["skip"]
+    (param,) = _env_var_params()  # as many values as the test takes (row, case_insensitive)
+    assert (param.values, param.id, [m.name for m in param.marks]) == ((None, None), "no-data", ["skip"])
