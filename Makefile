@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[lab,test]'
 	touch $@
 
+# Jupyter refuses to run as root unless told; the README's set-up supports root.
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $$([ "$$(id -u)" -eq 0 ] && echo --allow-root) notebooks/
 
 test: setup lint pytest nbval
 
