@@ -76,9 +76,13 @@ def minibuild(*args: str) -> None:
         print(f"(exit status {status})")
 
 
+# Every directory a cell makes goes under one scratch directory, removed when the kernel stops.
+scratch_root = globals().get("scratch_root") or tempfile.TemporaryDirectory(prefix="minibuild-notebook-")
+
+
 def context_dir(files: dict[str, str | bytes]) -> Path:
     """A build context directory holding `files`."""
-    root = Path(tempfile.mkdtemp(prefix="minibuild-ctx-"))
+    root = Path(tempfile.mkdtemp(prefix="ctx-", dir=scratch_root.name))
     for name, content in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -325,7 +329,7 @@ for bad in ("not base64!", base64.urlsafe_b64encode(b"[1, 2]").decode(), "bnVsbA
 registry = globals().get("registry")
 if registry is None or not registry.running:
     registry = LocalRegistry().start()
-docker_config = Path(tempfile.mkdtemp(prefix="minibuild-config-"))
+docker_config = Path(tempfile.mkdtemp(prefix="config-", dir=scratch_root.name))
 os.environ["DOCKER_CONFIG"] = str(docker_config)  # where the CLI reads and writes config.json
 minibuild("login", "--username", USERNAME, "--password", PASSWORD, registry.host)
 print((docker_config / "config.json").read_text())
@@ -358,7 +362,7 @@ print(rec)
 
 # %%
 minibuild("rmi", private, "from-private")
-os.environ["DOCKER_CONFIG"] = str(Path(tempfile.mkdtemp(prefix="minibuild-config-")))  # no credentials
+os.environ["DOCKER_CONFIG"] = tempfile.mkdtemp(prefix="config-", dir=scratch_root.name)  # no credentials
 with trace.recording() as rec:
     minibuild("build", "-t", "from-private", str(private_context))
 print()

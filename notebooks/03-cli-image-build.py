@@ -66,9 +66,13 @@ def minibuild(*args: str) -> None:
         print(f"(exit status {status})")
 
 
+# Every directory a cell makes goes under one scratch directory, removed when the kernel stops.
+scratch_root = globals().get("scratch_root") or tempfile.TemporaryDirectory(prefix="minibuild-notebook-")
+
+
 def context_dir(files: dict[str, str]) -> Path:
     """A build context directory holding `files`."""
-    root = Path(tempfile.mkdtemp(prefix="minibuild-ctx-"))
+    root = Path(tempfile.mkdtemp(prefix="ctx-", dir=scratch_root.name))
     for name, content in files.items():
         (root / name).write_text(content)
     return root
