@@ -205,3 +205,16 @@ def test_load_errors_are_in_the_stream(daemon):
 def test_image_count_in_info(daemon, image):
     info = json.loads(call(daemon, "GET", "/info")[2])
     assert info["Images"] >= 1 and info["Driver"]
+
+
+def test_the_driver_shown_is_the_snapshotters(daemon, image):
+    # dockerd names its graph driver in /info and in inspect; ours follows the snapshotter it picked.
+    snapshotter = daemon.daemon.build_backend.components.snapshotter
+    expected = {"overlay": "overlay2", "naive": "vfs"}[snapshotter.name]
+    assert json.loads(call(daemon, "GET", "/info")[2])["Driver"] == expected
+    assert json.loads(call(daemon, "GET", f"/images/{image}/json")[2])["GraphDriver"]["Name"] == expected
+
+
+def test_a_storage_driver_given_is_the_one_shown(tmp_path):
+    with embedded_daemon(tmp_path / "root", storage_driver="overlay2-or-not") as d:
+        assert json.loads(call(d, "GET", "/info")[2])["Driver"] == "overlay2-or-not"

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from api_doubles import raw_request
@@ -85,6 +86,11 @@ def test_live_socket_is_refused(tmp_path):
         with pytest.raises(DaemonError, match="another daemon is already listening"):
             run_daemon_once(DaemonConfig(hosts=[first.host], data_root=tmp_path / "b"))
         assert APIClient(first.host).ping().api_version == "1.40"  # the first one is untouched
+        assert not (tmp_path / "b").exists()  # refused before its data root was made (or swept)
+        before = sorted(p.relative_to(first.data_root) for p in Path(first.data_root).rglob("*"))
+        with pytest.raises(DaemonError, match="another daemon is already listening"):
+            run_daemon_once(DaemonConfig(hosts=[first.host], data_root=first.data_root))
+        assert sorted(p.relative_to(first.data_root) for p in Path(first.data_root).rglob("*")) == before
 
 
 def test_non_socket_file_is_refused(tmp_path):

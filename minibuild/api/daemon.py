@@ -85,7 +85,7 @@ class DaemonConfig:
     data_root: Path = field(default_factory=default_data_root)
     experimental: bool = False
     debug: bool = False
-    storage_driver: str = ""  # the name inspect and /info show; empty: the image service's default
+    storage_driver: str = ""  # the name inspect and /info show; empty: the snapshotter's (overlay2 or vfs)
     insecure_registries: list[str] = field(default_factory=list)  # --insecure-registry: host[:port] or CIDR
     registry_mirrors: list[str] = field(default_factory=list)  # --registry-mirror: http(s) URLs
     # --registry-certs-dir: dockerd has no flag, it always reads /etc/docker/certs.d (the default here)
@@ -459,8 +459,46 @@ class Daemon:
         return server
 
     async def start(self) -> None:
-        """Open the data root (its stores) and every listener, then serve."""
+        """Open every listener, then the data root (its stores), then serve.
+
+        The listeners come first: a daemon refused because another one serves the socket must not
+        touch the data root (opening it sweeps what a dead daemon left there)."""
         registry_config = load_registry_config(self.config)
+        listeners = [parse_daemon_host(h) for h in self.config.hosts]
+        try:
+            for kind, where in listeners:
+                if kind == "unix":
+                    self.sockets.append(listen_unix(where))
+                    self.unix_paths.append(where)
+                else:
+                    addr, port = where
+                    sock = listen_tcp(addr, port)
+                    self.sockets.append(sock)
+                    bound = sock.getsockname()
+                    self.tcp_addresses.append(f"{bound[0]}:{bound[1]}")
+            await self._open_data_root(registry_config)
+        except BaseException:
+            self._close_sockets()
+            raise
+        self._stopped = asyncio.Event()
+        for addr in self.tcp_addresses:
+            print(_INSECURE_TCP_WARNING.format(addr=addr), file=sys.stderr, flush=True)
+        self._limits_token = apply_limits(
+            ArchiveLimits(self.config.max_archive_size, self.config.max_archive_entries)
+        )
+        self.server = self.create_server()
+        app = self.server.create_app()
+        self.runner = web.AppRunner(
+            app,
+            handler_cancellation=True,
+            access_log=log if self.config.debug else None,
+            shutdown_timeout=5.0,
+        )
+        await self.runner.setup()
+        for sock in self.sockets:
+            await web.SockSite(self.runner, sock).start()
+
+    async def _open_data_root(self, registry_config: ServiceConfig) -> None:
         try:
             self.data_root.mkdir(parents=True, exist_ok=True)
             if self.image_service is None:
@@ -480,38 +518,8 @@ class Daemon:
                 create_build_backend, self.config, self.image_service, self.registry_service
             )
             self.build_router.backend = self.build_backend
-        self._stopped = asyncio.Event()
-        listeners = [parse_daemon_host(h) for h in self.config.hosts]
-        try:
-            for kind, where in listeners:
-                if kind == "unix":
-                    self.sockets.append(listen_unix(where))
-                    self.unix_paths.append(where)
-                else:
-                    addr, port = where
-                    sock = listen_tcp(addr, port)
-                    self.sockets.append(sock)
-                    bound = sock.getsockname()
-                    self.tcp_addresses.append(f"{bound[0]}:{bound[1]}")
-        except BaseException:
-            self._close_sockets()
-            raise
-        for addr in self.tcp_addresses:
-            print(_INSECURE_TCP_WARNING.format(addr=addr), file=sys.stderr, flush=True)
-        self._limits_token = apply_limits(
-            ArchiveLimits(self.config.max_archive_size, self.config.max_archive_entries)
-        )
-        self.server = self.create_server()
-        app = self.server.create_app()
-        self.runner = web.AppRunner(
-            app,
-            handler_cancellation=True,
-            access_log=log if self.config.debug else None,
-            shutdown_timeout=5.0,
-        )
-        await self.runner.setup()
-        for sock in self.sockets:
-            await web.SockSite(self.runner, sock).start()
+            if not self.config.storage_driver:  # the driver the snapshotter picked stands for
+                self.image_service.graph_driver = self.build_backend.components.snapshotter.graph_driver
 
     def _close_sockets(self) -> None:
         for sock in self.sockets:

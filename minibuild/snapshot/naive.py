@@ -19,6 +19,7 @@ from minibuild.snapshot.snapshotter import Snapshot, Snapshotter, remove_tree
 
 class NaiveSnapshotter(Snapshotter):
     name = "naive"
+    graph_driver = "vfs"
 
     def __init__(self, root: Path):
         super().__init__(root)

@@ -82,6 +82,7 @@ def _probe_volatile(directory: Path, runtime: Runtime) -> bool:
 
 class OverlaySnapshotter(Snapshotter):
     name = "overlay"
+    graph_driver = "overlay2"
 
     def __init__(self, root: Path, runtime: Runtime | None = None):
         super().__init__(root)

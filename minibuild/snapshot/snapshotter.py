@@ -62,6 +62,7 @@ class Snapshotter(ABC):
     """The parts both snapshotters share: layout, keys, staging, diff export, removal."""
 
     name = ""
+    graph_driver = ""  # the storage driver dockerd names for the same layout (/info Driver, inspect)
 
     def __init__(self, root: Path):
         self.root = Path(root)
