@@ -40,10 +40,6 @@ class Unavailable(DockerError):  # ErrUnavailable
     status_code = 503
 
 
-class NotModified(DockerError):  # ErrNotModified
-    status_code = 304
-
-
 class NotImplemented(DockerError):  # ErrNotImplemented (shadows the builtin constant, as moby names it)
     status_code = 501
 
@@ -61,10 +57,6 @@ class Cancelled(DockerError):  # ErrCancelled
 
 
 class Deadline(DockerError):  # ErrDeadline
-    status_code = 500
-
-
-class DataLoss(DockerError):  # ErrDataLoss
     status_code = 500
 
 

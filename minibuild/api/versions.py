@@ -25,10 +25,6 @@ def less_than(v: str, other: str) -> bool:
     return compare(v, other) < 0
 
 
-def less_than_or_equal_to(v: str, other: str) -> bool:
-    return compare(v, other) <= 0
-
-
 def greater_than(v: str, other: str) -> bool:
     return compare(v, other) > 0
 
