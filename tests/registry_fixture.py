@@ -24,6 +24,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -475,18 +476,37 @@ def make_image(
 # --- a registry double that fails chosen requests ---------------------------------------------------------
 
 
-class FaultyProxy:
-    """An HTTP proxy in front of a registry that answers the first requests for a blob with failures.
+class _QuietServer(ThreadingHTTPServer):
+    """A client that gave up on a request (a push failing while its other uploads run) is no error here."""
 
-    `faults[digest]` is a list consumed one GET of that blob at a time; each entry is "500", "503",
-    "401", "403", "404" (an error answer), "reset" (the connection closed before any answer), "cut"
-    (a 200 whose body stops halfway), or "corrupt" (the whole body with its first byte changed). Other
-    requests pass through unchanged, a Range header included. `requests` logs (method, path, Range).
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+class FaultyProxy:
+    """An HTTP proxy in front of a registry that answers chosen requests with failures.
+
+    Which requests fail, each fault list consumed one matching request at a time:
+
+    - `faults[digest]`: GETs of that blob;
+    - `upload_faults[key]`: requests of a push, `key` being a blob digest (the PUT that closes that
+      blob's upload session: its query names the digest), "POST" (any upload session opened), "PATCH"
+      (any upload chunk) or "manifest" (any manifest PUT).
+
+    A fault is "500", "503", "401", "403", "404" (an error answer; 500, 503 and 403 with a body that
+    is not the registry's JSON), "reset" (the connection closed before any answer), "cut" (for a GET, a
+    200 whose body stops halfway; for an upload, the connection closed once part of the request body has
+    come, half of it or its first chunk: an upload cut short), or "corrupt" (the body, the registry's
+    answer or the request sent on, with its first byte changed). Other requests pass through unchanged,
+    a Range header included, with the Host the client sent, so the upload URLs the registry hands out
+    lead back through the proxy. `requests` logs (method, path, Range).
     """
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream  # host:port of the registry
         self.faults: dict[str, list[str]] = {}
+        self.upload_faults: dict[str, list[str]] = {}
         self.requests: list[tuple[str, str, str | None]] = []
         self._lock = threading.Lock()
         proxy = self
@@ -501,7 +521,19 @@ class FaultyProxy:
             def do_HEAD(self) -> None:
                 proxy.handle(self, "HEAD")
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+            def do_POST(self) -> None:
+                proxy.handle(self, "POST")
+
+            def do_PATCH(self) -> None:
+                proxy.handle(self, "PATCH")
+
+            def do_PUT(self) -> None:
+                proxy.handle(self, "PUT")
+
+            def do_DELETE(self) -> None:
+                proxy.handle(self, "DELETE")
+
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self.host = f"127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -515,45 +547,57 @@ class FaultyProxy:
         """The Range header of every GET of this blob, in order (None: the whole blob)."""
         return [r for m, p, r in self.requests if m == "GET" and p.endswith(f"/blobs/{digest}")]
 
+    def upload_requests(self) -> list[tuple[str, str]]:
+        """(method, path) of every blob upload request (POST, PATCH, PUT to blobs/uploads/), in order."""
+        methods = ("POST", "PATCH", "PUT")
+        return [(m, p) for m, p, _ in self.requests if "/blobs/uploads/" in p and m in methods]
+
+    def blob_puts(self, digest: str) -> int:
+        """How many PUTs closed an upload of this blob (each attempt sends one)."""
+        return sum(1 for m, p in self.upload_requests() if m == "PUT" and _upload_digest(p) == digest)
+
+    def _fault_key(self, method: str, path: str) -> tuple[dict[str, list[str]], str] | None:
+        if method == "GET" and "/blobs/" in path and "/blobs/uploads/" not in path:
+            return self.faults, path.rsplit("/", 1)[1]
+        if "/blobs/uploads/" in path:
+            if method == "PUT":
+                return self.upload_faults, _upload_digest(path)
+            if method in ("POST", "PATCH"):
+                return self.upload_faults, method
+        if method == "PUT" and "/manifests/" in path:
+            return self.upload_faults, "manifest"
+        return None
+
     def _next_fault(self, method: str, path: str) -> str | None:
-        if method != "GET" or "/blobs/" not in path:
+        found = self._fault_key(method, path)
+        if found is None:
             return None
+        table, key = found
         with self._lock:
-            pending = self.faults.get(path.rsplit("/", 1)[1])
+            pending = table.get(key)
             return pending.pop(0) if pending else None
 
     def handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         self.requests.append((method, handler.path, handler.headers.get("Range")))
         fault = self._next_fault(method, handler.path)
+        sending = method not in ("GET", "HEAD")  # a request with a body: the fault applies to it
+        if sending and fault == "cut":
+            _read_request_body(handler, limit=max(1, int(handler.headers.get("Content-Length") or 2) // 2))
+            return _drop_connection(handler)
+        request_body = _read_request_body(handler) if sending else None
         if fault == "reset":
-            handler.close_connection = True
-            handler.connection.shutdown(socket.SHUT_RDWR)
-            return
+            return _drop_connection(handler)
         if fault in ("500", "503", "401", "403", "404"):
-            body = (
-                b"<html>registry trouble</html>"
-                if fault in ("500", "503", "403")
-                else json.dumps(
-                    {
-                        "errors": [
-                            {
-                                "code": "UNAUTHORIZED" if fault == "401" else "BLOB_UNKNOWN",
-                                "message": "refused",
-                                "detail": "by the test proxy",
-                            }
-                        ]
-                    }
-                ).encode()
-            )
-            handler.send_response(int(fault))
-            handler.send_header("Content-Length", str(len(body)))
-            handler.end_headers()
-            handler.wfile.write(body)
-            return
-        headers = {k: v for k, v in handler.headers.items() if k.lower() not in ("host", "connection")}
+            return _error_answer(handler, int(fault))
+        if sending and fault == "corrupt" and request_body:
+            request_body = bytes([request_body[0] ^ 0xFF]) + request_body[1:]
+        skipped = ("connection", "transfer-encoding", "content-length")
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in skipped}
+        if request_body is not None:
+            headers["Content-Length"] = str(len(request_body))
         conn = http.client.HTTPConnection(self.upstream, timeout=60)
         try:
-            conn.request(method, handler.path, headers=headers)
+            conn.request(method, handler.path, body=request_body, headers=headers)
             resp = conn.getresponse()
             body = resp.read()
         finally:
@@ -567,15 +611,56 @@ class FaultyProxy:
         handler.end_headers()
         if method == "HEAD":
             return
-        if fault == "corrupt" and body:
+        if not sending and fault == "corrupt" and body:
             body = bytes([body[0] ^ 0xFF]) + body[1:]
-        if fault == "cut":
+        if not sending and fault == "cut":
             handler.wfile.write(body[: len(body) // 2])
             handler.wfile.flush()
-            handler.close_connection = True
-            handler.connection.shutdown(socket.SHUT_RDWR)
-            return
+            return _drop_connection(handler)
         handler.wfile.write(body)
+
+
+def _upload_digest(path: str) -> str:
+    """The `digest` query parameter of an upload URL ("" when there is none)."""
+    return parse_qs(urlsplit(path).query).get("digest", [""])[0]
+
+
+def _read_request_body(handler: BaseHTTPRequestHandler, limit: int | None = None) -> bytes:
+    """The request's body (Content-Length or chunked), or only its first `limit` bytes."""
+    if "chunked" in handler.headers.get("Transfer-Encoding", "").lower():
+        body = b""
+        while limit is None or len(body) < limit:
+            size = int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while handler.rfile.readline().strip():  # trailers, up to the blank line
+                    pass
+                break
+            body += handler.rfile.read(size)
+            handler.rfile.readline()  # the CRLF after the chunk
+        return body if limit is None else body[:limit]
+    length = int(handler.headers.get("Content-Length") or 0)
+    return handler.rfile.read(length if limit is None else min(limit, length))
+
+
+def _drop_connection(handler: BaseHTTPRequestHandler) -> None:
+    handler.close_connection = True
+    handler.connection.shutdown(socket.SHUT_RDWR)
+
+
+def _error_answer(handler: BaseHTTPRequestHandler, status: int) -> None:
+    if status in (500, 503, 403):
+        body = b"<html>registry trouble</html>"
+    else:
+        entry = {
+            "code": "UNAUTHORIZED" if status == 401 else "BLOB_UNKNOWN",
+            "message": "refused",
+            "detail": "by the test proxy",
+        }
+        body = json.dumps({"errors": [entry]}).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 @pytest.fixture

@@ -7,9 +7,17 @@ time. Then the image config is uploaded if missing, and the schema 2 manifest is
 `latest: digest: sha256:… size: 527`, followed by the same as an aux message. The local name gains the
 digest reference (`RepoDigests`).
 
+A layer upload that fails with a transient error (a 5xx answer, a reset connection, an upload cut
+short, a digest the registry found wrong) is tried again, up to five attempts, after `Retrying in 5
+seconds` (10, 15, … for the next ones) counted down second by second (xfer/upload.go). Like dockerd, a
+retry never resumes: it opens a new upload session (`POST /v2/<name>/blobs/uploads/`) and sends the whole
+blob again. Refused credentials and answers that are not the registry's end the push at once; the image
+config and the manifest are not retried (dockerd sends them outside the upload manager).
+
 Where minibuild differs on purpose: Docker streams the compression into the upload and reports
 uncompressed bytes; minibuild compresses first (so it can ask the registry whether it has the blob and
-use a monolithic upload) and reports compressed bytes. Cross-repository blob mounts are not attempted.
+use a monolithic upload), once for all attempts, and reports compressed bytes. Cross-repository blob
+mounts are not attempted.
 """
 
 import asyncio
@@ -41,6 +49,7 @@ from minibuild.distribution.registry import (
     new_repository_info,
     new_v2_repository,
 )
+from minibuild.distribution.xfer import retry_transfer
 from minibuild.image.reference import Reference, familiar_name, familiar_string, with_digest
 from minibuild.layer import Layer, LayerStore, chain_id_of
 
@@ -201,7 +210,9 @@ class _Pusher:
         return parent
 
     async def _upload_layer(self, layer: Layer, tmp: Path) -> Descriptor:
-        """v2PushDescriptor.Upload: skip what the registry has, else compress and upload."""
+        """The upload manager's transfer of one layer (v2PushDescriptor.Upload, retried as xfer does):
+        skip what the registry has, else compress once and upload, a transient failure starting the
+        upload over in a new session after the `Retrying in N seconds` countdown."""
         id = _short(layer.diff_id)
         if self.slots.locked():
             progress.update(self.out, id, "Waiting")
@@ -216,18 +227,33 @@ class _Pusher:
             path = tmp / layer.diff_id.replace(":", "-")
             digest, size = await _gzip_layer_in_thread(layer, path)
             descriptor = Descriptor(MEDIA_TYPE_LAYER, digest, size)
-            if await self.repo.stat_blob(digest) is None:
-                reader = progress.ProgressReader(self.out, id, "Pushing", size)
-                await self.repo.upload_blob(_file_chunks(path, reader), digest, size, self.options.chunk_size)
-                progress.update(self.out, id, "Pushed")
-            else:
-                progress.update(self.out, id, "Layer already exists")
+            config = self.options.registry_config
+            await retry_transfer(
+                lambda: self._push_blob(id, path, descriptor),
+                self.out,
+                id,
+                config.max_upload_attempts,
+                config.retry_tick,
+            )
             self.remote_layers[layer.diff_id] = descriptor
             self._remember(layer.diff_id, digest)
             return descriptor
 
+    async def _push_blob(self, id: str, path: Path, blob: Descriptor) -> None:
+        """One upload attempt: a new upload session carrying the whole blob (`Pushing`, `Pushed`), unless
+        the registry already has it (a blob an earlier attempt sent although its answer was lost, too)."""
+        if await self.repo.stat_blob(blob.digest) is not None:
+            progress.update(self.out, id, "Layer already exists")
+            return
+        chunks = _file_chunks(path, progress.ProgressReader(self.out, id, "Pushing", blob.size))
+        await self.repo.upload_blob(chunks, blob.digest, blob.size, self.options.chunk_size)
+        progress.update(self.out, id, "Pushed")
+
     async def _known_remote_blob(self, layer: Layer) -> Descriptor | None:
-        """layerAlreadyExists: ask the registry about blobs known to hold this diff (this repo's first)."""
+        """layerAlreadyExists: ask the registry about blobs known to hold this diff (this repo's first).
+
+        A check that fails is passed over, as in dockerd: the upload that follows meets the same trouble
+        with the retries it deserves."""
         metadata = self.options.metadata
         if metadata is None:
             return None
@@ -235,7 +261,10 @@ class _Pusher:
             metadata.get_metadata(layer.diff_id), key=lambda m: m.source_repository != self.repo_info.name
         )[:3]
         for meta in candidates:
-            found = await self.repo.stat_blob(meta.digest)
+            try:
+                found = await self.repo.stat_blob(meta.digest)
+            except RegistryError:
+                continue
             if found is not None:
                 self._remember(layer.diff_id, meta.digest)
                 return Descriptor(MEDIA_TYPE_LAYER, meta.digest, found.size)
