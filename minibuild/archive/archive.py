@@ -137,6 +137,13 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` (os.write may take only part of it)."""
+    done = os.write(fd, data)
+    while done < len(data):
+        done += os.write(fd, memoryview(data)[done:])
+
+
 def _time_ns(info: TarEntry, key: str) -> int:
     value = info.pax_headers.get(key)
     return pax_time_ns(value) if value is not None else int(info.mtime) * 1_000_000_000
@@ -334,16 +341,19 @@ class _Unpacker:
         except FileExistsError:
             self.replace(path)
             fd = os.open(path, flags, 0o600)
-        with os.fdopen(fd, "wb") as out:
+        # The bare descriptor, not a file object: most files are small, and a buffered writer's own
+        # set-up (fstat, ioctl, lseek) and flush cost more than their content's single write.
+        try:
             while chunk := content.read(_CHUNK):
-                out.write(chunk)
+                _write_all(fd, chunk)
                 if observer is not None:
                     observer.update(chunk)
-            out.flush()
             self.own(fd, info, path)  # through the descriptor: no more path lookups for this file
             self.stamp(fd, info, path, chmod=True)
             if observer is not None:
                 observer.written(fd)
+        finally:
+            os.close(fd)
         self.written += info.size
 
     def hard_link(self, path: str, info: TarEntry) -> None:
