@@ -491,8 +491,9 @@ class FaultyProxy:
 
     - `faults[digest]`: GETs of that blob;
     - `upload_faults[key]`: requests of a push, `key` being a blob digest (the PUT that closes that
-      blob's upload session: its query names the digest), "POST" (any upload session opened), "PATCH"
-      (any upload chunk) or "manifest" (any manifest PUT).
+      blob's upload session: its query names the digest), "HEAD <digest>" (an existence check of that
+      blob), "POST" (any upload session opened), "PATCH" (any upload chunk) or "manifest" (any
+      manifest PUT).
 
     A fault is "500", "503", "401", "403", "404" (an error answer; 500, 503 and 403 with a body that
     is not the registry's JSON), "reset" (the connection closed before any answer), "cut" (for a GET, a
@@ -557,8 +558,9 @@ class FaultyProxy:
         return sum(1 for m, p in self.upload_requests() if m == "PUT" and _upload_digest(p) == digest)
 
     def _fault_key(self, method: str, path: str) -> tuple[dict[str, list[str]], str] | None:
-        if method == "GET" and "/blobs/" in path and "/blobs/uploads/" not in path:
-            return self.faults, path.rsplit("/", 1)[1]
+        if method in ("GET", "HEAD") and "/blobs/" in path and "/blobs/uploads/" not in path:
+            digest = path.rsplit("/", 1)[1]
+            return (self.faults, digest) if method == "GET" else (self.upload_faults, f"HEAD {digest}")
         if "/blobs/uploads/" in path:
             if method == "PUT":
                 return self.upload_faults, _upload_digest(path)

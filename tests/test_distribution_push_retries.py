@@ -15,11 +15,20 @@ from urllib.parse import urlsplit
 
 import pytest
 import registry_fixture
+from hypothesis import given
+from hypothesis import strategies as st
 from registry_fixture import make_image
 
 from minibuild.distribution import MessageCollector, RegistryService, ServiceConfig
-from minibuild.distribution.errors import DistributionError
+from minibuild.distribution.errors import (
+    DistributionError,
+    DoNotRetry,
+    ErrcodeError,
+    ErrcodeErrors,
+    UnexpectedHTTPStatusError,
+)
 from minibuild.distribution.images import pull_image, push_image
+from minibuild.distribution.xfer import retry_transfer
 from minibuild.image.reference import parse_normalized_named
 from minibuild.image.service import ImageService
 
@@ -63,9 +72,10 @@ def one_layer(registry, tmp_path):
     return Source(tmp_path, registry, [APP])
 
 
-def push_through(proxy, source, tmp_path, chunk_size=None, **config):
-    """Push `team/app:v1` through the proxy with a fresh service: (results or the error, messages)."""
-    name = f"{proxy.host}/team/app:v1"
+def push_through(proxy, source, tmp_path, chunk_size=None, tag="v1", **config):
+    """Push `team/app:<tag>` through the proxy with a service of its own (whose layer metadata stays
+    from one call to the next): (results or the error, messages)."""
+    name = f"{proxy.host}/team/app:{tag}"
     source.images.add_reference(parse_normalized_named(name), source.image_id)
     service = RegistryService(tmp_path / "push", ServiceConfig(retry_tick=0, **config))
     messages = MessageCollector()
@@ -184,3 +194,65 @@ def test_a_failing_manifest_put_is_not_retried(two_layers, faulty_proxy, tmp_pat
         "/v2/team/app/manifests/v1"
     ]
     assert not any(s.startswith("Retrying") for _, s in messages.statuses())
+
+
+def test_a_failing_existence_check_is_passed_over(two_layers, faulty_proxy, tmp_path):
+    """dockerd asks about the blobs its metadata ties to a layer and goes on when a question fails."""
+    results, _ = push_through(faulty_proxy, two_layers, tmp_path)  # the service now knows the blobs
+    assert not isinstance(results, Exception), results
+    app_blob = two_layers.blobs[1]
+    heads_before = sum(1 for m, p, _ in faulty_proxy.requests if m == "HEAD" and p.endswith(app_blob))
+    faulty_proxy.upload_faults[f"HEAD {app_blob}"] = ["500"]
+    results, messages = push_through(faulty_proxy, two_layers, tmp_path, tag="v2")
+    assert not isinstance(results, Exception), results
+    assert layer_statuses(messages, two_layers.short(1)) == ["Preparing", "Layer already exists"]
+    heads = sum(1 for m, p, _ in faulty_proxy.requests if m == "HEAD" and p.endswith(app_blob))
+    assert heads - heads_before == 2  # the failed check, then the compressed blob's own
+    assert faulty_proxy.blob_puts(app_blob) == 1  # from the first push only
+
+
+# --- the retry loop itself, against every sequence of outcomes ------------------------------------------
+
+
+def _failure(kind):
+    if kind == "transient":
+        return UnexpectedHTTPStatusError("502 Bad Gateway")
+    return ErrcodeErrors([ErrcodeError("DENIED")])  # retryOnError: never worth another attempt
+
+
+@given(
+    outcomes=st.lists(st.sampled_from(["ok", "transient", "refused"]), min_size=1, max_size=8),
+    max_attempts=st.integers(min_value=1, max_value=6),
+)
+def test_retry_transfer_tries_until_success_refusal_or_the_last_attempt(outcomes, max_attempts):
+    calls = []
+
+    async def attempt():
+        kind = outcomes[len(calls)] if len(calls) < len(outcomes) else "ok"
+        calls.append(kind)
+        if kind != "ok":
+            raise _failure(kind)
+        return len(calls)
+
+    out = MessageCollector()
+    try:
+        result = asyncio.run(retry_transfer(attempt, out, "layer", max_attempts, 0))
+    except Exception as err:  # noqa: BLE001 - the raised error is what is checked
+        result = err
+    expected = []  # the attempts a faithful loop makes
+    for kind in [*outcomes, "ok"]:
+        expected.append(kind)
+        if kind != "transient" or len(expected) == max_attempts:
+            break
+    assert calls == expected
+    retried = len(expected) - 1
+    assert [s for _, s in out.statuses()] == [m for k in range(1, retried + 1) for m in countdown(5 * k)]
+    if expected[-1] == "ok":
+        assert result == len(expected)
+    elif expected[-1] == "refused":
+        assert (
+            isinstance(result, DoNotRetry)
+            and str(result) == "denied: requested access to the resource is denied"
+        )
+    else:
+        assert isinstance(result, UnexpectedHTTPStatusError)
