@@ -1,6 +1,7 @@
 """The fast header decoder agrees with tarfile.TarInfo.frombuf: same values, same refusals."""
 
 import io
+import posixpath
 import tarfile
 
 import pytest
@@ -8,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minibuild.archive import ArchiveError
+from minibuild.archive.archive import _clean_name, _is_clean
 from minibuild.archive.tarstream import ERR_HEADER, TarEntry, _decode_plain, decode_header, read_entries
 
 _FIELDS = ("name", "mode", "uid", "gid", "size", "mtime", "chksum", "type", "linkname", "uname", "gname",
@@ -206,3 +208,15 @@ def test_blank_number_fields_read_as_zero_like_frombuf(field):
     block[offset : offset + width] = b" " * width
     data = bytes(block) if field == (148, 8) else with_checksum(bytes(block))
     assert decoded(data) == frombuf(data)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(st.sampled_from("ab./"), max_size=12))
+def test_names_taken_as_clean_are_what_cleaning_gives(name):
+    if _is_clean(name):
+        assert posixpath.normpath(name) == name == _clean_name(name)
+
+
+def test_usual_names_are_taken_as_clean():
+    assert all(map(_is_clean, ["usr/bin/env", "a", "x.y/z..w", "a b/c-d"]))
+    assert not any(map(_is_clean, ["", ".", "./a", "/a", "a/", "a//b", "a/./b", "a/../b", "..", "a/.."]))

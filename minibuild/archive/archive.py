@@ -47,6 +47,7 @@ WHITEOUT_OPAQUE_DIR = ".wh..wh..opq"
 _WHITEOUT_MODES = ("keep", "apply", "overlay")
 _MAX_SYMLINKS = 255  # pkg/symlink's maxIter
 _CHUNK = 1 << 20
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _os_error(op: str, path: str, err: OSError) -> ArchiveError:
@@ -117,12 +118,22 @@ def follow_symlink_in_scope(path: str, root: Path) -> Path:
 
 def _clean_name(name: str) -> str:
     """An entry name cleaned like Go's filepath.Clean and made relative to the destination."""
+    if _is_clean(name):
+        return name
     cleaned = posixpath.normpath(name or ".")
     if cleaned.startswith("/"):
         return cleaned.lstrip("/") or "."  # filepath.Join(dest, "/etc/x") is dest/etc/x
     if cleaned == ".." or cleaned.startswith("../"):
         raise ArchiveError(f"{quote(name)} is outside of {quote('/')}")  # moby's breakoutError
     return cleaned
+
+
+def _is_clean(name: str) -> bool:
+    """True when cleaning cannot change `name`: relative, no empty, "." or ".." part, no trailing slash.
+
+    Nearly every entry name is; this costs less than normpath (whose answer it would be) per entry.
+    """
+    return bool(name) and name[0] not in "./" and name[-1] != "/" and "//" not in name and "/." not in name
 
 
 def _remove(path: str) -> None:
@@ -188,7 +199,7 @@ class _Unpacker:
 
     def parent_dir(self, rel: str) -> str:
         """The entry's parent directory, resolved in scope and created (0755) when missing."""
-        rel_dir = posixpath.dirname(rel)
+        rel_dir = rel.rpartition("/")[0]  # posixpath.dirname, for a cleaned name
         if rel_dir in self.parents:
             return self.parents[rel_dir]
         parent = str(follow_symlink_in_scope(rel_dir, Path(self.root)))
@@ -228,7 +239,7 @@ class _Unpacker:
         ):
             self.parents.clear()
         rel = _clean_name(info.name)
-        base = posixpath.basename(rel)
+        base = rel.rpartition("/")[2]  # posixpath.basename, for a cleaned name
         if self.whiteouts == "apply" and rel.startswith(WHITEOUT_META_PREFIX) and rel != WHITEOUT_OPAQUE_DIR:
             return  # AUFS metadata (.wh..wh.plnk, .wh..wh.aufs) is not part of the filesystem
         if rel == ".":
@@ -335,12 +346,11 @@ class _Unpacker:
     ) -> None:
         if self.size_limit is not None and self.written + info.size > self.size_limit:
             raise ArchiveError(f"archive exceeds the size limit of {self.size_limit} bytes")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(path, flags, 0o600)
+            fd = os.open(path, _NEW_FILE, 0o600)
         except FileExistsError:
             self.replace(path)
-            fd = os.open(path, flags, 0o600)
+            fd = os.open(path, _NEW_FILE, 0o600)
         # The bare descriptor, not a file object: most files are small, and a buffered writer's own
         # set-up (fstat, ioctl, lseek) and flush cost more than their content's single write.
         try:
@@ -376,10 +386,10 @@ class _Unpacker:
 
         `target` is the path, never followed if a symlink, or an open descriptor of it.
         """
-        nofollow = {} if isinstance(target, int) else {"follow_symlinks": False}
+        follow = isinstance(target, int)  # a descriptor is the file itself (os refuses it with False)
         if self.is_root:
             try:
-                os.chown(target, info.uid, info.gid, **nofollow)
+                os.chown(target, info.uid, info.gid, follow_symlinks=follow)
             except OSError as err:
                 # An id unmapped in our user namespace keeps ours (moby fails; rootless extraction needs it).
                 if err.errno != errno.EINVAL or self.privileged:
@@ -387,7 +397,7 @@ class _Unpacker:
                                        f"GID {info.gid}: {os.strerror(err.errno).lower()}")  # fmt: skip
         for name, value in info.xattrs.items():
             try:
-                os.setxattr(target, name, value, **nofollow)
+                os.setxattr(target, name, value, follow_symlinks=follow)
             except OSError as err:
                 if err.errno not in (errno.ENOTSUP, errno.EPERM):
                     raise _os_error("lsetxattr", self.shown(path), err)
@@ -399,9 +409,7 @@ class _Unpacker:
         try:
             if chmod:
                 os.chmod(target, info.mode & 0o7777)
-            os.utime(
-                target, ns=(atime, mtime), **({} if isinstance(target, int) else {"follow_symlinks": False})
-            )
+            os.utime(target, ns=(atime, mtime), follow_symlinks=isinstance(target, int))
         except OSError as err:
             raise _os_error("chtimes", self.shown(path), err)
 

@@ -10,6 +10,7 @@ import os
 import stat
 import struct
 import tarfile
+import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -30,6 +31,9 @@ ERR_FIELD_TOO_LONG = "archive/tar: header field too long"
 # linkname, (magic and version skipped), uname, gname, devmajor, devminor, prefix, (padding skipped).
 _HEADER = struct.Struct("100s8s8s8s12s12s8sc100s8x32s32s8s8s155s12x")
 _ASCII = bytes(range(128))  # deleted from a block, what is left are the bytes with the high bit set
+# Number fields already read, raw field -> value: an archive repeats its modes, owners and times.
+_NUMBERS_SEEN: dict[bytes, int] = {}
+_NUMBERS_SEEN_MAX = 1024
 
 
 class TarEntry(tarfile.TarInfo):
@@ -210,6 +214,31 @@ def _octal(field: bytes) -> int:
     return int(digits, 8) if digits else 0
 
 
+def _numbers(fields: tuple[bytes, ...]) -> list[int]:
+    """`_octal` of each field, remembered for the next headers (forgotten in bulk when too many)."""
+    numbers = []
+    for field in fields:
+        number = _NUMBERS_SEEN.get(field)
+        if number is None:
+            number = _octal(field)
+            if len(_NUMBERS_SEEN) >= _NUMBERS_SEEN_MAX:
+                _NUMBERS_SEEN.clear()
+            _NUMBERS_SEEN[field] = number
+        numbers.append(number)
+    return numbers
+
+
+def _checksums(block: bytes, field: bytes) -> tuple[int, int]:
+    """The block's unsigned and signed-char sums (old tars used the latter), `field` counted as spaces."""
+    if block.isascii():
+        # Adler-32's low half is 1 + the byte sum mod 65521: exact, as 512 ASCII bytes sum to at most 65024.
+        unsigned = (zlib.adler32(block) & 0xFFFF) - 1 - sum(field) + 8 * 32
+        return unsigned, unsigned
+    unsigned = sum(block) - sum(field) + 8 * 32
+    high = len(block.translate(None, _ASCII)) - len(field.translate(None, _ASCII))
+    return unsigned, unsigned - 256 * high
+
+
 def _text(field: bytes) -> str:
     return field.partition(b"\0")[0].decode("utf-8", "surrogateescape")
 
@@ -223,16 +252,15 @@ def _decode_plain(block: bytes) -> TarEntry | None:
     if kind == tarfile.GNUTYPE_SPARSE:
         return None
     try:
-        numbers = [_octal(field) for field in (chksum, mode, uid, gid, size, mtime, devmajor, devminor)]
+        checksum = _octal(chksum)
+        numbers = _numbers((mode, uid, gid, size, mtime, devmajor, devminor))
     except ValueError:
         return None
-    # The checksum field counts as eight spaces; old tars summed signed chars, and both sums are accepted.
-    unsigned = sum(block) - sum(block[148:156]) + 256
-    high = 0 if block.isascii() else len(block.translate(None, _ASCII)) - len(chksum.translate(None, _ASCII))
-    if numbers[0] not in (unsigned, unsigned - 256 * high):
+    if checksum not in _checksums(block, chksum):
         return None
     info = TarEntry(_text(name))
-    info.chksum, info.mode, info.uid, info.gid, info.size, info.mtime, info.devmajor, info.devminor = numbers
+    info.mode, info.uid, info.gid, info.size, info.mtime, info.devmajor, info.devminor = numbers
+    info.chksum = checksum
     info.type, info.linkname, info.uname, info.gname = kind, _text(linkname), _text(uname), _text(gname)
     if kind == tarfile.AREGTYPE and info.name.endswith("/"):
         info.type = tarfile.DIRTYPE  # an old V7 directory
@@ -300,7 +328,8 @@ def read_entries(src: BinaryIO) -> Iterator[tuple[TarEntry, EntryReader]]:
         size = info.size if has_data else 0
         reader = EntryReader(src, size)
         yield info, reader
-        _skip(src, reader.remaining + (-size % BLOCK))
+        if leftover := reader.remaining + (-size % BLOCK):
+            _skip(src, leftover)
 
 
 # --- writing, as Go's tar.Writer does: headers, padded content, two zero blocks, no record padding ---
