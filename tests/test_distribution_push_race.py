@@ -16,6 +16,7 @@ from registry_fixture import make_image
 from minibuild.distribution import RegistryService
 from minibuild.distribution import push as push_module
 from minibuild.distribution.client import Repository
+from minibuild.distribution.config import ServiceConfig
 from minibuild.distribution.errors import DistributionError
 from minibuild.distribution.images import push_image
 from minibuild.image.reference import parse_normalized_named
@@ -28,7 +29,7 @@ APP = {"app/main.txt": b"the application\n" * 100}
 
 
 def test_a_failed_push_stops_and_waits_for_the_compressing_thread(registry, tmp_path, monkeypatch):
-    service = RegistryService(tmp_path / "distribution")
+    service = RegistryService(tmp_path / "distribution", ServiceConfig(retry_tick=0))  # retried at once
     images = ImageService(tmp_path)
     image_id = make_image(images, [BASE, APP])
     held_diff_id = images.image_store.get(image_id).diff_ids[0]  # BASE: held while APP's upload fails

@@ -6,9 +6,9 @@
 
 Modules, in the order a pull meets them: config (which registries are insecure), auth (credentials,
 challenges, tokens), registry (endpoints, ping), client (the HTTP API v2), manifest (schema 2 / OCI,
-platforms), pull, push, metadata (layer <-> blob), progress (Docker's messages), errors (Docker's
-wording), configfile (~/.docker/config.json), credentials (its stores: the file or a credential helper),
-service (the daemon's entry points).
+platforms), pull, push, xfer (a layer transfer's retries), metadata (layer <-> blob), progress
+(Docker's messages), errors (Docker's wording), configfile (~/.docker/config.json), credentials (its
+stores: the file or a credential helper), service (the daemon's entry points).
 """
 
 from minibuild.distribution.auth import (

@@ -39,10 +39,8 @@ from minibuild.distribution.errors import (
     ErrcodeErrors,
     InvalidManifestError,
     PullNotFoundError,
-    RegistryError,
     UnexpectedHTTPResponseError,
     first_error,
-    retry_on_error,
     translate_pull_error,
 )
 from minibuild.distribution.manifest import (
@@ -65,6 +63,7 @@ from minibuild.distribution.registry import (
     new_repository_info,
     new_v2_repository,
 )
+from minibuild.distribution.xfer import retry_transfer
 from minibuild.image.reference import Reference, familiar_name, familiar_string, with_digest
 from minibuild.layer import Layer, LayerStore, chain_id_of
 
@@ -372,26 +371,15 @@ class _DownloadManager:
         config = self.puller.options.registry_config
         async with self.slots:
             partial = _PartialDownload(tmp / layer.descriptor.digest.replace(":", "-"))
-            retries = 0
-            while True:
-                try:
-                    await self._download(layer, partial)
-                    break
-                except (RegistryError, DistributionError, OSError) as err:
-                    decided = retry_on_error(err)
-                    retries += 1
-                    if isinstance(decided, DoNotRetry) or retries >= config.max_download_attempts:
-                        raise decided
-                await self._count_down(layer, retries * 5, config.retry_tick)
+            await retry_transfer(
+                lambda: self._download(layer, partial),
+                self.out,
+                layer.id,
+                config.max_download_attempts,
+                config.retry_tick,
+            )
             progress.update(self.out, layer.id, "Download complete")
             return partial.path
-
-    async def _count_down(self, layer: _Layer, delay: int, tick: float) -> None:
-        """The retry delay: `Retrying in N seconds`, one message per tick, N counting down to 1."""
-        while delay > 0:
-            progress.update(self.out, layer.id, f"Retrying in {delay} second{'s' if delay != 1 else ''}")
-            await asyncio.sleep(tick)
-            delay -= 1
 
     async def _download(self, layer: _Layer, partial: "_PartialDownload") -> None:
         """One attempt (v2LayerDescriptor.Download): from where the last one stopped, to the end."""
