@@ -4,6 +4,7 @@
 
 Prints wall time and CPU (user + system) for each step; GNU tar extracts the same many-files archive
 for comparison when it is installed. Figures vary with the disk and the machine's load.
+TMPDIR=/dev/shm (tmpfs) leaves the disk's own costs out, such as ext4's inode allocation after deletes.
 """
 
 import io
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 from minibuild.archive import untar
+from minibuild.archive.tarstream import read_entries
 from minibuild.image.busybox import create_busybox_image
 from minibuild.image.service import ImageService
 
@@ -60,6 +62,9 @@ def main() -> None:
         small = many_files_tar()
         big = one_big_file_tar()
         measure("untar 10,000 files of 512 B", lambda: untar(io.BytesIO(small), work / "small"))
+        measure(
+            "read its 10,100 headers (no extraction)", lambda: sum(1 for _ in read_entries(io.BytesIO(small)))
+        )
         if shutil.which("tar"):
             (work / "gnu").mkdir()
             measure(

@@ -11,7 +11,7 @@ import stat
 import struct
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from minibuild.archive.errors import ArchiveError
@@ -31,9 +31,6 @@ ERR_FIELD_TOO_LONG = "archive/tar: header field too long"
 # linkname, (magic and version skipped), uname, gname, devmajor, devminor, prefix, (padding skipped).
 _HEADER = struct.Struct("100s8s8s8s12s12s8sc100s8x32s32s8s8s155s12x")
 _ASCII = bytes(range(128))  # deleted from a block, what is left are the bytes with the high bit set
-# Number fields already read, raw field -> value: an archive repeats its modes, owners and times.
-_NUMBERS_SEEN: dict[bytes, int] = {}
-_NUMBERS_SEEN_MAX = 1024
 
 
 class TarEntry(tarfile.TarInfo):
@@ -214,20 +211,6 @@ def _octal(field: bytes) -> int:
     return int(digits, 8) if digits else 0
 
 
-def _numbers(fields: tuple[bytes, ...]) -> list[int]:
-    """`_octal` of each field, remembered for the next headers (forgotten in bulk when too many)."""
-    numbers = []
-    for field in fields:
-        number = _NUMBERS_SEEN.get(field)
-        if number is None:
-            number = _octal(field)
-            if len(_NUMBERS_SEEN) >= _NUMBERS_SEEN_MAX:
-                _NUMBERS_SEEN.clear()
-            _NUMBERS_SEEN[field] = number
-        numbers.append(number)
-    return numbers
-
-
 def _checksums(block: bytes, field: bytes) -> tuple[int, int]:
     """The block's unsigned and signed-char sums (old tars used the latter), `field` counted as spaces."""
     if block.isascii():
@@ -243,6 +226,25 @@ def _text(field: bytes) -> str:
     return field.partition(b"\0")[0].decode("utf-8", "surrogateescape")
 
 
+class _Remembered(dict):
+    """raw field -> `decode(field)`, decoded once: archives repeat their modes, owners, times and names."""
+
+    def __init__(self, decode: Callable[[bytes], int | str]):
+        super().__init__()
+        self.decode = decode
+
+    def __missing__(self, field: bytes) -> int | str:
+        value = self.decode(field)  # a ValueError leaves nothing remembered
+        if len(self) >= 1024:
+            self.clear()  # forgotten in bulk: memory stays bounded whatever the archive holds
+        self[field] = value
+        return value
+
+
+_NUMBERS = _Remembered(_octal)
+_TEXTS = _Remembered(_text)
+
+
 def _decode_plain(block: bytes) -> TarEntry | None:
     """frombuf's decoding for a header of plain fields, or None to leave the block to frombuf."""
     if len(block) != BLOCK:
@@ -253,20 +255,19 @@ def _decode_plain(block: bytes) -> TarEntry | None:
         return None
     try:
         checksum = _octal(chksum)
-        numbers = _numbers((mode, uid, gid, size, mtime, devmajor, devminor))
+        numbers = [_NUMBERS[field] for field in (mode, uid, gid, size, mtime, devmajor, devminor)]
     except ValueError:
         return None
     if checksum not in _checksums(block, chksum):
         return None
     info = TarEntry(_text(name))
     info.mode, info.uid, info.gid, info.size, info.mtime, info.devmajor, info.devminor = numbers
-    info.chksum = checksum
-    info.type, info.linkname, info.uname, info.gname = kind, _text(linkname), _text(uname), _text(gname)
+    info.chksum, info.type = checksum, kind
+    info.linkname, info.uname, info.gname, prefix_text = [_TEXTS[f] for f in (linkname, uname, gname, prefix)]
     if kind == tarfile.AREGTYPE and info.name.endswith("/"):
         info.type = tarfile.DIRTYPE  # an old V7 directory
     if info.type == tarfile.DIRTYPE:
         info.name = info.name.rstrip("/")
-    prefix_text = _text(prefix)
     if prefix_text and info.type not in tarfile.GNU_TYPES:
         info.name = prefix_text + "/" + info.name
     return info
