@@ -57,6 +57,9 @@ from minibuild.distribution.config import (
     DEFAULT_CERTS_DIR,
     DEFAULT_INSECURE_CIDRS,
     INDEX_NAME,
+    MAX_CONCURRENT_DOWNLOADS,
+    MAX_CONCURRENT_UPLOADS,
+    MAX_DOWNLOAD_ATTEMPTS,
     parse_cidr,
     split_host_port,
 )
@@ -90,6 +93,9 @@ class DaemonConfig:
     registry_mirrors: list[str] = field(default_factory=list)  # --registry-mirror: http(s) URLs
     # --registry-certs-dir: dockerd has no flag, it always reads /etc/docker/certs.d (the default here)
     registry_certs_dir: Path = DEFAULT_CERTS_DIR
+    max_concurrent_downloads: int = MAX_CONCURRENT_DOWNLOADS  # --max-concurrent-downloads, 0: no limit
+    max_concurrent_uploads: int = MAX_CONCURRENT_UPLOADS  # --max-concurrent-uploads, 0: no limit
+    max_download_attempts: int = MAX_DOWNLOAD_ATTEMPTS  # --max-download-attempts
     # --max-archive-size (bytes of file content) and --max-archive-entries; None: no limit.
     max_archive_size: int | None = DEFAULT_MAX_SIZE
     max_archive_entries: int | None = DEFAULT_MAX_ENTRIES
@@ -217,10 +223,19 @@ def validate_insecure_registry(value: str) -> str:
 
 def load_registry_config(config: DaemonConfig) -> ServiceConfig:
     """The registry service's options from the daemon's flags; DaemonError with dockerd's wording."""
+    if config.max_concurrent_downloads < 0:
+        raise DaemonError(f"invalid max concurrent downloads: {config.max_concurrent_downloads}")
+    if config.max_concurrent_uploads < 0:
+        raise DaemonError(f"invalid max concurrent uploads: {config.max_concurrent_uploads}")
+    if config.max_download_attempts <= 0:
+        raise DaemonError(f"invalid max download attempts: {config.max_download_attempts}")
     return ServiceConfig(
         insecure_registries=[validate_insecure_registry(r) for r in config.insecure_registries],
         mirrors=[validate_mirror(m) for m in config.registry_mirrors],
         certs_dir=config.registry_certs_dir,
+        max_concurrent_downloads=config.max_concurrent_downloads,
+        max_concurrent_uploads=config.max_concurrent_uploads,
+        max_download_attempts=config.max_download_attempts,
     )
 
 

@@ -16,7 +16,12 @@ from minibuild.archive.limits import DEFAULT_MAX_ENTRIES, DEFAULT_MAX_SIZE
 from minibuild.cli.command import Command, Flag, StatusError
 from minibuild.client.client import ClientError
 from minibuild.defaults import default_data_root, default_host
-from minibuild.distribution.config import DEFAULT_CERTS_DIR
+from minibuild.distribution.config import (
+    DEFAULT_CERTS_DIR,
+    MAX_CONCURRENT_DOWNLOADS,
+    MAX_CONCURRENT_UPLOADS,
+    MAX_DOWNLOAD_ATTEMPTS,
+)
 
 
 def _tabbed(lines: list[tuple[str, str]]) -> str:
@@ -134,6 +139,17 @@ def _archive_limit(value: str, flag: str, default: int, parse: Any) -> int | Non
     return limit or None
 
 
+def _int_flag(value: str, flag: str, default: int) -> int:
+    """An int flag's value as pflag parses it (the daemon validates the range); the default when absent."""
+    if not value:
+        return default
+    try:
+        return int(value, 10)
+    except ValueError:
+        reason = f'strconv.ParseInt: parsing "{value}": invalid syntax'
+        raise StatusError(f'invalid argument "{value}" for "{flag}" flag: {reason}', 125)
+
+
 def run_daemon_command(ns: argparse.Namespace, cli: Any) -> int:
     config = DaemonConfig(
         hosts=list(ns.host) or [default_host()],
@@ -148,6 +164,15 @@ def run_daemon_command(ns: argparse.Namespace, cli: Any) -> int:
         ),
         max_archive_entries=_archive_limit(
             ns.max_archive_entries, "--max-archive-entries", DEFAULT_MAX_ENTRIES, int
+        ),
+        max_concurrent_downloads=_int_flag(
+            ns.max_concurrent_downloads, "--max-concurrent-downloads", MAX_CONCURRENT_DOWNLOADS
+        ),
+        max_concurrent_uploads=_int_flag(
+            ns.max_concurrent_uploads, "--max-concurrent-uploads", MAX_CONCURRENT_UPLOADS
+        ),
+        max_download_attempts=_int_flag(
+            ns.max_download_attempts, "--max-download-attempts", MAX_DOWNLOAD_ATTEMPTS
         ),
     )
     return run_daemon(config)
@@ -178,6 +203,24 @@ DAEMON = Command(
             f"(default {DEFAULT_MAX_SIZE // 1024**3}GiB)",
             "string",
             type_word="bytes",
+        ),
+        Flag(
+            ("--max-concurrent-downloads",),
+            f"Set the max concurrent downloads for each pull (default {MAX_CONCURRENT_DOWNLOADS})",
+            "string",
+            type_word="int",
+        ),
+        Flag(
+            ("--max-concurrent-uploads",),
+            f"Set the max concurrent uploads for each push (default {MAX_CONCURRENT_UPLOADS})",
+            "string",
+            type_word="int",
+        ),
+        Flag(
+            ("--max-download-attempts",),
+            f"Set the max download attempts for each pull (default {MAX_DOWNLOAD_ATTEMPTS})",
+            "string",
+            type_word="int",
         ),
         Flag(
             ("--registry-certs-dir",),

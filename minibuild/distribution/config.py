@@ -21,17 +21,22 @@ INDEX_SERVER = "https://index.docker.io/v1/"  # IndexServer: Docker Hub's key in
 DEFAULT_V2_REGISTRY = "https://registry-1.docker.io"  # DefaultV2Registry: where docker.io images live
 DEFAULT_INSECURE_CIDRS = ("127.0.0.0/8",)
 MAX_DOWNLOAD_ATTEMPTS = 5  # dockerd's --max-download-attempts default
+MAX_CONCURRENT_DOWNLOADS = 3  # dockerd's --max-concurrent-downloads default
+MAX_CONCURRENT_UPLOADS = 5  # dockerd's --max-concurrent-uploads default
 MAX_UPLOAD_ATTEMPTS = 5  # moby xfer's maxUploadAttempts
 DEFAULT_CERTS_DIR = Path("/etc/docker/certs.d")  # CertsDir(): per-registry CA roots and client pairs
 
 
 @dataclass
 class ServiceConfig:
-    """The daemon's registry options (`--insecure-registry`, `--registry-mirror`)."""
+    """The daemon's registry options (`--insecure-registry`, `--registry-mirror`, `--max-concurrent-*`,
+    `--max-download-attempts`)."""
 
     insecure_registries: list[str] = field(default_factory=list)  # host[:port] or CIDR
     mirrors: list[str] = field(default_factory=list)
     max_download_attempts: int = MAX_DOWNLOAD_ATTEMPTS  # tries of a layer download, the first included
+    max_concurrent_downloads: int = MAX_CONCURRENT_DOWNLOADS  # layers at once per pull; 0: no limit
+    max_concurrent_uploads: int = MAX_CONCURRENT_UPLOADS  # layers at once per push; 0: no limit
     # dockerd fixes this at 5 (no daemon option); minibuild lets the service set it, as for downloads
     max_upload_attempts: int = MAX_UPLOAD_ATTEMPTS  # tries of a layer upload, the first included
     retry_tick: float = 1.0  # seconds per step of the "Retrying in N seconds" countdown (waitDuration)

@@ -67,7 +67,6 @@ from minibuild.distribution.xfer import retry_transfer
 from minibuild.image.reference import Reference, familiar_name, familiar_string, with_digest
 from minibuild.layer import Layer, LayerStore, chain_id_of
 
-MAX_CONCURRENT_DOWNLOADS = 3  # dockerd's --max-concurrent-downloads default
 MAX_CONFIG_SIZE = 64 << 20  # an image config is read into memory: bound it
 _CHUNK = 1 << 20
 
@@ -319,7 +318,8 @@ class _DownloadManager:
         self.layers = layers
         self.out = puller.out
         self.layer_store = puller.store.layer_store
-        self.slots = asyncio.Semaphore(MAX_CONCURRENT_DOWNLOADS)
+        # 0 is no limit in dockerd's transfer manager: a semaphore no pull can exhaust stands for it.
+        self.slots = asyncio.Semaphore(puller.options.registry_config.max_concurrent_downloads or 1 << 30)
 
     async def download(self) -> Layer | None:
         top: Layer | None = None

@@ -53,7 +53,6 @@ from minibuild.distribution.xfer import retry_transfer
 from minibuild.image.reference import Reference, familiar_name, familiar_string, with_digest
 from minibuild.layer import Layer, LayerStore, chain_id_of
 
-MAX_CONCURRENT_UPLOADS = 5  # dockerd's --max-concurrent-uploads default
 _CHUNK = 1 << 20
 
 
@@ -139,7 +138,8 @@ class _Pusher:
         self.out = options.progress
         self.repo: Repository | None = None
         self.remote_layers: dict[str, Descriptor] = {}  # pushState.remoteLayers: diff ID -> blob
-        self.slots = asyncio.Semaphore(MAX_CONCURRENT_UPLOADS)
+        # 0 is no limit in dockerd's transfer manager: a semaphore no push can exhaust stands for it.
+        self.slots = asyncio.Semaphore(options.registry_config.max_concurrent_uploads or 1 << 30)
 
     async def push(self, ref: Reference) -> list[PushResult]:
         self.repo, confirmed_v2 = await new_v2_repository(
