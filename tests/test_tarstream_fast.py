@@ -1,6 +1,7 @@
 """The fast header decoder agrees with tarfile.TarInfo.frombuf: same values, same refusals."""
 
 import io
+import os
 import posixpath
 import tarfile
 
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minibuild.archive import ArchiveError
+from minibuild.archive import ArchiveError, tarstream, untar
 from minibuild.archive.archive import _clean_name, _is_clean
 from minibuild.archive.tarstream import ERR_HEADER, TarEntry, _decode_plain, decode_header, read_entries
 
@@ -220,3 +221,25 @@ def test_names_taken_as_clean_are_what_cleaning_gives(name):
 def test_usual_names_are_taken_as_clean():
     assert all(map(_is_clean, ["usr/bin/env", "a", "x.y/z..w", "a b/c-d"]))
     assert not any(map(_is_clean, ["", ".", "./a", "/a", "a/", "a//b", "a/./b", "a/../b", "..", "a/.."]))
+
+
+def test_remembered_fields_stay_bounded_and_right():
+    for size in range(3000):
+        info = tarfile.TarInfo(f"f{size}")
+        info.size, info.uname = size, f"user{size}"
+        entry = decode_header(header(info, tarfile.USTAR_FORMAT))
+        assert (entry.size, entry.uname) == (size, f"user{size}")
+    assert len(tarstream._NUMBERS) <= 1024 and len(tarstream._TEXTS) <= 1024
+
+
+def test_short_writes_are_completed(tmp_path, monkeypatch):
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:100])))  # at most 100 bytes
+    content = bytes(range(256)) * 5
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("f")
+        info.size = len(content)
+        tar.addfile(info, io.BytesIO(content))
+    assert untar(io.BytesIO(buf.getvalue()), tmp_path / "dest") == len(content)
+    assert (tmp_path / "dest" / "f").read_bytes() == content

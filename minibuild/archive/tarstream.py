@@ -2,8 +2,9 @@
 
 Python's `tarfile` treats a damaged header after the first member as the end of the archive; Go reports
 it. Layers and build contexts must not be silently cut short, so this reader walks the 512-byte blocks
-itself, decodes each header with `tarfile.TarInfo.frombuf`, and applies PAX and GNU long-name records
-the way Go does. Errors use Go's words: "unexpected EOF", "archive/tar: invalid tar header".
+itself, decodes each header as `tarfile.TarInfo.frombuf` does (`decode_header`, frombuf itself for
+anything unusual), and applies PAX and GNU long-name records the way Go does. Errors use Go's words:
+"unexpected EOF", "archive/tar: invalid tar header".
 """
 
 import os
