@@ -477,6 +477,20 @@ def test_build_sends_the_config_files_credentials_as_x_registry_config(
     assert (code, header) == (0, "e30=") and err.startswith("WARNING: Error loading config file: ")
 
 
+def docker_build_scratch(daemon, env: dict, tmp_path) -> subprocess.CompletedProcess:
+    """`DOCKER_BUILDKIT=0 docker build -q` of a FROM scratch context, against `daemon`, in `env`."""
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM scratch\n")
+    return subprocess.run(
+        [DOCKER, "-H", daemon.host, "build", "-q", str(context)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, DOCKER_BUILDKIT="0", **env),
+        timeout=300,
+    )
+
+
 @needs_docker_cli
 def test_docker_cli_build_sends_its_logins_to_the_daemon(build_daemon, env, docker_config, tmp_path):
     daemon, backend = build_daemon
@@ -484,16 +498,7 @@ def test_docker_cli_build_sends_its_logins_to_the_daemon(build_daemon, env, dock
     (docker_config / "config.json").write_text(
         json.dumps({"auths": {"127.0.0.1:5999": {"auth": basic_auth_entry(USERNAME, PASSWORD)}}})
     )
-    context = tmp_path / "ctx"
-    context.mkdir()
-    (context / "Dockerfile").write_text("FROM scratch\n")
-    result = subprocess.run(
-        [DOCKER, "-H", daemon.host, "build", "-q", str(context)],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, DOCKER_BUILDKIT="0", **env),
-        timeout=300,
-    )
+    result = docker_build_scratch(daemon, env, tmp_path)
     assert result.returncode == 0, result.stderr
     assert backend.configs[-1].options.auth_configs == {
         "127.0.0.1:5999": AuthConfig(username=USERNAME, password=PASSWORD, serveraddress="127.0.0.1:5999")

@@ -9,7 +9,6 @@ import base64
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import api_doubles
@@ -17,7 +16,7 @@ import pytest
 import registry_fixture
 import test_registry_cli
 from registry_fixture import PASSWORD, USERNAME
-from test_registry_cli import build, invoke, short, tagged_image
+from test_registry_cli import build, docker_build_scratch, invoke, short, tagged_image
 
 from minibuild.distribution import AuthConfig
 from minibuild.distribution.configfile import ConfigFile
@@ -416,19 +415,10 @@ def test_the_docker_cli_sends_the_same_x_registry_config(
             }
         )
     )
-    context = tmp_path / "ctx"
-    context.mkdir()
-    (context / "Dockerfile").write_text("FROM scratch\n")
-    result = subprocess.run(
-        [DOCKER, "-H", daemon.host, "build", "-q", str(context)],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, DOCKER_BUILDKIT="0", **env),
-        timeout=300,
-    )
+    result = docker_build_scratch(daemon, env, tmp_path)
     assert result.returncode == 0, result.stderr
     from_docker = backend.configs[-1].options.auth_configs
-    assert build(daemon, env, context)[0] == 0
+    assert build(daemon, env, tmp_path / "ctx")[0] == 0
     assert backend.configs[-1].options.auth_configs == from_docker
     assert set(from_docker) == {"a.example", "b.example"}
 
