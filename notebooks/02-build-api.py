@@ -76,13 +76,19 @@ def minibuild(*args: str) -> None:
         print(f"(exit status {status})")
 
 
-# Every directory a cell makes goes under one scratch directory, removed when the kernel stops.
-scratch_root = globals().get("scratch_root") or tempfile.TemporaryDirectory(prefix="minibuild-notebook-")
+# Every directory a cell makes goes under one scratch directory, which the last cell removes.
+SCRATCH = Path(tempfile.gettempdir()) / f"minibuild-notebook-{os.getpid()}"
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new directory under SCRATCH."""
+    SCRATCH.mkdir(exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=SCRATCH))
 
 
 def context_dir(files: dict[str, str | bytes]) -> Path:
     """A build context directory holding `files`."""
-    root = Path(tempfile.mkdtemp(prefix="ctx-", dir=scratch_root.name))
+    root = scratch_dir("ctx-")
     for name, content in files.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -329,7 +335,7 @@ for bad in ("not base64!", base64.urlsafe_b64encode(b"[1, 2]").decode(), "bnVsbA
 registry = globals().get("registry")
 if registry is None or not registry.running:
     registry = LocalRegistry().start()
-docker_config = Path(tempfile.mkdtemp(prefix="config-", dir=scratch_root.name))
+docker_config = scratch_dir("config-")
 os.environ["DOCKER_CONFIG"] = str(docker_config)  # where the CLI reads and writes config.json
 minibuild("login", "--username", USERNAME, "--password", PASSWORD, registry.host)
 print((docker_config / "config.json").read_text())
@@ -362,7 +368,7 @@ print(rec)
 
 # %%
 minibuild("rmi", private, "from-private")
-os.environ["DOCKER_CONFIG"] = tempfile.mkdtemp(prefix="config-", dir=scratch_root.name)  # no credentials
+os.environ["DOCKER_CONFIG"] = str(scratch_dir("config-"))  # no credentials
 with trace.recording() as rec:
     minibuild("build", "-t", "from-private", str(private_context))
 print()
@@ -456,3 +462,4 @@ session.close()
 client.close()
 shutil.rmtree(project_dir, ignore_errors=True)
 daemon.stop()
+shutil.rmtree(SCRATCH, ignore_errors=True)

@@ -66,13 +66,19 @@ def minibuild(*args: str) -> None:
         print(f"(exit status {status})")
 
 
-# Every directory a cell makes goes under one scratch directory, removed when the kernel stops.
-scratch_root = globals().get("scratch_root") or tempfile.TemporaryDirectory(prefix="minibuild-notebook-")
+# Every directory a cell makes goes under one scratch directory, which the last cell removes.
+SCRATCH = Path(tempfile.gettempdir()) / f"minibuild-notebook-{os.getpid()}"
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new directory under SCRATCH."""
+    SCRATCH.mkdir(exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=SCRATCH))
 
 
 def context_dir(files: dict[str, str]) -> Path:
     """A build context directory holding `files`."""
-    root = Path(tempfile.mkdtemp(prefix="ctx-", dir=scratch_root.name))
+    root = scratch_dir("ctx-")
     for name, content in files.items():
         (root / name).write_text(content)
     return root
@@ -340,3 +346,4 @@ else:
 # %%
 client.close()
 daemon.stop()
+shutil.rmtree(SCRATCH, ignore_errors=True)
