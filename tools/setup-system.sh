@@ -4,11 +4,12 @@
 #   busybox-static  a static busybox, for the offline base image
 #   curl            the article's first experiment (curl --unix-socket)
 #   docker-registry the CNCF distribution registry, started by the tests on 127.0.0.1 for pull/push
+#   openssl         certificates for the tests' token issuer and https registries
 #   python3-venv    `python3 -m venv` on Debian/Ubuntu (python3.11 too, where python3 is older)
 # Elsewhere it stops with one sentence naming what to install.
 set -eu
 
-packages="graphviz busybox-static curl docker-registry"
+packages="graphviz busybox-static curl docker-registry openssl"
 python=$(sh "$(dirname "$0")/find-python.sh")
 if [ -z "$python" ]; then
     packages="$packages python3.11 python3.11-venv"   # e.g. Ubuntu 22.04, whose python3 is 3.10
@@ -39,6 +40,7 @@ command -v dot >/dev/null 2>&1 || missing="$missing graphviz"
 command -v curl >/dev/null 2>&1 || missing="$missing curl"
 command -v docker-registry >/dev/null 2>&1 || command -v registry >/dev/null 2>&1 || missing="$missing docker-registry"
 command -v busybox >/dev/null 2>&1 || missing="$missing busybox(static)"
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 if [ -z "$python" ]; then missing="$missing python3.11(or newer)"
 elif ! "$python" -c 'import ensurepip' 2>/dev/null; then missing="$missing $python-venv"; fi
 if [ -n "$missing" ]; then
