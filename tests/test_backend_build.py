@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from golden.harness import BuildBench, post_build, tar_of
+from test_next_harness import processes_with
 
 from minibuild.api.daemon import embedded_daemon
 from minibuild.builder import source_date_epoch
@@ -234,19 +235,6 @@ def test_source_date_epoch_from_the_daemon_environment(tmp_path, monkeypatch):
 
 
 # --- cancellation ----------------------------------------------------------------------------------------
-
-
-def processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if marker.encode() in cmdline:
-                found.append(int(entry))
-    return found
 
 
 def wait_until(condition, what: str, limit: float = 60.0) -> None:
