@@ -20,44 +20,32 @@
 # %% [markdown]
 # ## Setup: an embedded daemon
 #
-# `embedded_daemon()` starts the real daemon (the same code as `minibuild daemon`) in a background
+# `start_daemon()` (in `_setup.py` beside the notebooks, which every notebook's setup uses) calls
+# `embedded_daemon()`: it starts the real daemon (the same code as `minibuild daemon`) in a background
 # thread, with a temporary data root and socket. Re-running this cell keeps the running daemon. The
 # `busybox:local` image is made offline from this machine's static busybox, as the article's
 # reference runs used a `docker import`ed busybox. `SOURCE_DATE_EPOCH` makes builds reproducible.
 
 # %%
 import inspect
-import logging
 import os
 import shutil
 import socket
 import stat
 import subprocess
 
+from _setup import minibuild_cli, start_daemon
+
 from minibuild import trace
 from minibuild.api import server, versions
-from minibuild.api.daemon import embedded_daemon
 from minibuild.api.types import ImageBuildOptions
-from minibuild.cli.main import main as cli_main
 from minibuild.client import APIClient
 from minibuild.client.client import APIError
 from minibuild.client.context import tar_single_dockerfile
-from minibuild.image.busybox import create_busybox_image
 
-os.environ["SOURCE_DATE_EPOCH"] = "0"  # reproducible builds: created times and file times clamped to 0
-logging.getLogger("minibuild").addHandler(logging.NullHandler())  # the daemon's log stays out of cells
+daemon = start_daemon(globals().get("daemon"))
 
-daemon = globals().get("daemon")
-if daemon is None or not daemon.running:
-    daemon = embedded_daemon()
-    create_busybox_image(daemon.daemon.image_service, "busybox:local", source_date_epoch=0)
-
-
-def minibuild(*args: str) -> None:
-    """Run the `minibuild` command line against our daemon, in this process."""
-    status = cli_main(["--host", daemon.host, *args])
-    if status:
-        print(f"(exit status {status})")
+minibuild = minibuild_cli(daemon)
 
 
 print("daemon listening on", daemon.host)

@@ -28,13 +28,10 @@ import gzip
 import inspect
 import io
 import json
-import logging
 import lzma
 import os
 import random
-import shutil
 import subprocess
-import tempfile
 import time
 import urllib.parse
 from contextlib import redirect_stderr, redirect_stdout
@@ -43,10 +40,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import requests_unixsocket
 from _registry import PASSWORD, USERNAME, LocalRegistry
+from _setup import context_dir, minibuild_cli, remove_scratch, scratch_dir, start_daemon
 from IPython.display import Markdown, display
 
 from minibuild import trace
-from minibuild.api.daemon import embedded_daemon
 from minibuild.api.router.build import get_auth_configs
 from minibuild.api.types import ImageBuildOptions
 from minibuild.archive.compression import decompress_stream, detect_compression
@@ -57,43 +54,11 @@ from minibuild.client.context import compress, tar_context
 from minibuild.client.image_build import encode_auth_configs
 from minibuild.distribution import ConfigFile
 from minibuild.distribution.auth import decode_auth_configs
-from minibuild.image.busybox import create_busybox_image
 
-os.environ["SOURCE_DATE_EPOCH"] = "0"  # reproducible builds: created times and file times clamped to 0
-logging.getLogger("minibuild").addHandler(logging.NullHandler())  # the daemon's log stays out of cells
-
-daemon = globals().get("daemon")
-if daemon is None or not daemon.running:
-    daemon = embedded_daemon()
-    create_busybox_image(daemon.daemon.image_service, "busybox:local", source_date_epoch=0)
+daemon = start_daemon(globals().get("daemon"))
 client = APIClient(daemon.host)
 
-
-def minibuild(*args: str) -> None:
-    """Run the `minibuild` command line against our daemon, in this process."""
-    status = cli_main(["--host", daemon.host, *args])
-    if status:
-        print(f"(exit status {status})")
-
-
-# Every directory a cell makes goes under one scratch directory, which the last cell removes.
-SCRATCH = Path(tempfile.gettempdir()) / f"minibuild-notebook-{os.getpid()}"
-
-
-def scratch_dir(prefix: str) -> Path:
-    """A new directory under SCRATCH."""
-    SCRATCH.mkdir(exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=SCRATCH))
-
-
-def context_dir(files: dict[str, str | bytes]) -> Path:
-    """A build context directory holding `files`."""
-    root = scratch_dir("ctx-")
-    for name, content in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content.encode() if isinstance(content, str) else content)
-    return root
+minibuild = minibuild_cli(daemon)
 
 
 def context_tar(root: Path) -> bytes:
@@ -460,6 +425,5 @@ print("&".join(f"{k}={v}" for k, v in sorted(baseline.items())))
 registry.stop()
 session.close()
 client.close()
-shutil.rmtree(project_dir, ignore_errors=True)
 daemon.stop()
-shutil.rmtree(SCRATCH, ignore_errors=True)
+remove_scratch()

@@ -24,17 +24,15 @@
 import inspect
 import io
 import json
-import logging
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from contextlib import redirect_stderr, redirect_stdout
-from pathlib import Path
+
+from _setup import context_dir, minibuild_cli, remove_scratch, start_daemon
 
 from minibuild import trace
-from minibuild.api.daemon import embedded_daemon
 from minibuild.api.jsonmessage import JSONError, decode_stream, display_json_messages_stream
 from minibuild.api.types import ImageBuildOptions
 from minibuild.cli.main import main as cli_main
@@ -47,41 +45,11 @@ from minibuild.client.image_build import (
     get_docker_os,
     image_build_options_to_query,
 )
-from minibuild.image.busybox import create_busybox_image
 
-os.environ["SOURCE_DATE_EPOCH"] = "0"  # reproducible builds: created times and file times clamped to 0
-logging.getLogger("minibuild").addHandler(logging.NullHandler())  # the daemon's log stays out of cells
-
-daemon = globals().get("daemon")
-if daemon is None or not daemon.running:
-    daemon = embedded_daemon()
-    create_busybox_image(daemon.daemon.image_service, "busybox:local", source_date_epoch=0)
+daemon = start_daemon(globals().get("daemon"))
 client = APIClient(daemon.host)
 
-
-def minibuild(*args: str) -> None:
-    """Run the `minibuild` command line against our daemon, in this process."""
-    status = cli_main(["--host", daemon.host, *args])
-    if status:
-        print(f"(exit status {status})")
-
-
-# Every directory a cell makes goes under one scratch directory, which the last cell removes.
-SCRATCH = Path(tempfile.gettempdir()) / f"minibuild-notebook-{os.getpid()}"
-
-
-def scratch_dir(prefix: str) -> Path:
-    """A new directory under SCRATCH."""
-    SCRATCH.mkdir(exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=SCRATCH))
-
-
-def context_dir(files: dict[str, str]) -> Path:
-    """A build context directory holding `files`."""
-    root = scratch_dir("ctx-")
-    for name, content in files.items():
-        (root / name).write_text(content)
-    return root
+minibuild = minibuild_cli(daemon)
 
 
 app = context_dir(
@@ -346,4 +314,4 @@ else:
 # %%
 client.close()
 daemon.stop()
-shutil.rmtree(SCRATCH, ignore_errors=True)
+remove_scratch()

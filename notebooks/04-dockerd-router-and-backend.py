@@ -23,30 +23,21 @@
 import inspect
 import io
 import json
-import logging
-import os
 import tarfile
 import urllib.parse
 
 import requests_unixsocket
+from _setup import start_daemon
 
 from minibuild import trace
-from minibuild.api.daemon import embedded_daemon
 from minibuild.api.router.build import BuildRouter, new_image_build_options
 from minibuild.api.types import ImageBuildOptions
 from minibuild.backend.build import Backend
 from minibuild.backend.tag import new_tagger
 from minibuild.client import APIClient
 from minibuild.client.context import tar_single_dockerfile
-from minibuild.image.busybox import create_busybox_image
 
-os.environ["SOURCE_DATE_EPOCH"] = "0"  # reproducible builds: created times and file times clamped to 0
-logging.getLogger("minibuild").addHandler(logging.NullHandler())  # the daemon's log stays out of cells
-
-daemon = globals().get("daemon")
-if daemon is None or not daemon.running:
-    daemon = embedded_daemon()
-    create_busybox_image(daemon.daemon.image_service, "busybox:local", source_date_epoch=0)
+daemon = start_daemon(globals().get("daemon"))
 client = APIClient(daemon.host)
 session = requests_unixsocket.Session()
 base_url = "http+unix://" + urllib.parse.quote(daemon.socket_path, safe="")
@@ -266,10 +257,7 @@ print(post_build({"squash": "1"}, layers))
 # removed within the build, is in no layer at all, and no whiteout is needed for it.
 
 # %%
-experimental = globals().get("experimental")
-if experimental is None or not experimental.running:
-    experimental = embedded_daemon(experimental=True)
-    create_busybox_image(experimental.daemon.image_service, "busybox:local", source_date_epoch=0)
+experimental = start_daemon(globals().get("experimental"), experimental=True)
 exp_client = APIClient(experimental.host)
 
 

@@ -21,58 +21,25 @@
 
 # %%
 import inspect
-import logging
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
+from _setup import context_dir, minibuild_cli, remove_scratch, start_daemon
+
 from minibuild import trace
-from minibuild.api.daemon import embedded_daemon
 from minibuild.api.types import ImageBuildOptions
 from minibuild.builder.dockerfile.buildargs import BuildArgs
 from minibuild.builder.dockerfile.builder import Builder
 from minibuild.builder.dockerfile.evaluator import dispatch
-from minibuild.cli.main import main as cli_main
 from minibuild.client import APIClient
 from minibuild.client.context import tar_context
 from minibuild.dockerfile import parse, parse_instructions
-from minibuild.image.busybox import create_busybox_image
 
-os.environ["SOURCE_DATE_EPOCH"] = "0"  # reproducible builds: created times and file times clamped to 0
-logging.getLogger("minibuild").addHandler(logging.NullHandler())  # the daemon's log stays out of cells
-
-daemon = globals().get("daemon")
-if daemon is None or not daemon.running:
-    daemon = embedded_daemon()
-    create_busybox_image(daemon.daemon.image_service, "busybox:local", source_date_epoch=0)
+daemon = start_daemon(globals().get("daemon"))
 client = APIClient(daemon.host)
 
-
-def minibuild(*args: str) -> None:
-    """Run the `minibuild` command line against our daemon, in this process."""
-    status = cli_main(["--host", daemon.host, *args])
-    if status:
-        print(f"(exit status {status})")
-
-
-# Every directory a cell makes goes under one scratch directory, which the last cell removes.
-SCRATCH = Path(tempfile.gettempdir()) / f"minibuild-notebook-{os.getpid()}"
-
-
-def scratch_dir(prefix: str) -> Path:
-    """A new directory under SCRATCH."""
-    SCRATCH.mkdir(exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=SCRATCH))
-
-
-def context_dir(files: dict[str, str]) -> Path:
-    """A build context directory holding `files`."""
-    root = scratch_dir("ctx-")
-    for name, content in files.items():
-        (root / name).write_text(content)
-    return root
+minibuild = minibuild_cli(daemon)
 
 
 DOCKERFILE = """\
@@ -350,4 +317,4 @@ finally:
 # %%
 client.close()
 daemon.stop()
-shutil.rmtree(SCRATCH, ignore_errors=True)
+remove_scratch()

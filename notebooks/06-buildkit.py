@@ -29,16 +29,14 @@ import hashlib
 import inspect
 import io
 import json
-import logging
-import os
 import posixpath
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 
+from _setup import start_daemon
 from IPython.display import Image, display
 
 from minibuild import trace
-from minibuild.api.daemon import embedded_daemon
 from minibuild.api.types import ImageBuildOptions
 from minibuild.builder.next import llb
 from minibuild.builder.next.builder import Builder as NextBuilder
@@ -49,15 +47,8 @@ from minibuild.builder.next.timeline import vertices_from_trace
 from minibuild.cli.main import main as cli_main
 from minibuild.client import APIClient
 from minibuild.client.context import tar_single_dockerfile
-from minibuild.image.busybox import create_busybox_image
 
-os.environ["SOURCE_DATE_EPOCH"] = "0"  # reproducible builds: created times and file times clamped to 0
-logging.getLogger("minibuild").addHandler(logging.NullHandler())  # the daemon's log stays out of cells
-
-daemon = globals().get("daemon")
-if daemon is None or not daemon.running:
-    daemon = embedded_daemon()
-    create_busybox_image(daemon.daemon.image_service, "busybox:local", source_date_epoch=0)
+daemon = start_daemon(globals().get("daemon"))
 client = APIClient(daemon.host)
 
 DOCKERFILE = """\

@@ -20,14 +20,13 @@
 # %%
 import base64
 import inspect
-import logging
 import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from _setup import start_daemon
 
 from minibuild import trace
-from minibuild.api.daemon import embedded_daemon
 from minibuild.api.types import ImageBuildOptions
 from minibuild.builder.next.solver import Job
 from minibuild.builder.next.timeline import (
@@ -44,15 +43,8 @@ from minibuild.builder.next.timeline import (
 )
 from minibuild.client import APIClient
 from minibuild.client.context import tar_single_dockerfile
-from minibuild.image.busybox import create_busybox_image
 
-os.environ["SOURCE_DATE_EPOCH"] = "0"  # reproducible builds: created times and file times clamped to 0
-logging.getLogger("minibuild").addHandler(logging.NullHandler())  # the daemon's log stays out of cells
-
-daemon = globals().get("daemon")
-if daemon is None or not daemon.running:
-    daemon = embedded_daemon()
-    create_busybox_image(daemon.daemon.image_service, "busybox:local", source_date_epoch=0)
+daemon = start_daemon(globals().get("daemon"))
 client = APIClient(daemon.host)
 
 # Four independent stages of one second each, one nothing needs, and a final stage gathering four.

@@ -25,9 +25,7 @@ import hashlib
 import inspect
 import io
 import json
-import logging
 import math
-import os
 import posixpath
 import re
 import tarfile
@@ -35,22 +33,15 @@ import time
 import urllib.parse
 
 import requests_unixsocket
+from _setup import start_daemon
 
 from minibuild import trace
-from minibuild.api.daemon import embedded_daemon
 from minibuild.api.router.build import get_auth_configs
 from minibuild.api.types import ImageBuildOptions
 from minibuild.builder.next.timeline import critical_path, timeline, vertices_from_trace
 from minibuild.client import APIClient
-from minibuild.image.busybox import create_busybox_image
 
-os.environ["SOURCE_DATE_EPOCH"] = "0"  # reproducible builds: created times and file times clamped to 0
-logging.getLogger("minibuild").addHandler(logging.NullHandler())  # the daemon's log stays out of cells
-
-daemon = globals().get("daemon")
-if daemon is None or not daemon.running:
-    daemon = embedded_daemon()
-    create_busybox_image(daemon.daemon.image_service, "busybox:local", source_date_epoch=0)
+daemon = start_daemon(globals().get("daemon"))
 client = APIClient(daemon.host)
 session = requests_unixsocket.Session()
 base_url = "http+unix://" + urllib.parse.quote(daemon.socket_path, safe="")
