@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,12 +25,16 @@ def lab():
     cells = LABS.read_text().split("\n# %%")
     code = [c for c in cells if not c.startswith(" [markdown]")]
     namespace: dict = {}
-    for cell in code:
-        if "check_exercise_" in cell and "def check_exercise_" not in cell:
-            cell = "\n".join(line for line in cell.splitlines() if not line.startswith("check_exercise_"))
-        if "daemon.stop()" in cell:
-            continue
-        exec(compile(cell, str(LABS), "exec"), namespace)
+    sys.path.insert(0, str(LABS.parent))  # its helper module _setup, as a kernel in notebooks/ finds it
+    try:
+        for cell in code:
+            if "check_exercise_" in cell and "def check_exercise_" not in cell:
+                cell = "\n".join(line for line in cell.splitlines() if not line.startswith("check_exercise_"))
+            if "daemon.stop()" in cell:
+                continue
+            exec(compile(cell, str(LABS), "exec"), namespace)
+    finally:
+        sys.path.remove(str(LABS.parent))
     yield namespace
     namespace["session"].close()
     namespace["client"].close()
